@@ -1,0 +1,115 @@
+//! RFC 8785 (JCS) canonical JSON, and the number rule of FORMAT.md section 1.
+//!
+//! Canonicalisation itself is delegated to [`serde_json_canonicalizer`], which
+//! sorts members by UTF-16 code units and formats numbers as ECMAScript does.
+//! What this module adds is the refusal of numbers that a double cannot hold
+//! exactly: JCS writes every number as an IEEE-754 double, so an integer
+//! beyond ±2^53 would silently change value.
+//!
+//! ```
+//! use audit_core::canonical::canonicalize;
+//! let value = serde_json::json!({"b": 1.0, "a": [true, null, "é"]});
+//! assert_eq!(canonicalize(&value).unwrap(), r#"{"a":[true,null,"é"],"b":1}"#);
+//! ```
+
+use serde_json::Value;
+
+use crate::error::EventError;
+
+/// The largest integer magnitude a double holds exactly: 2^53.
+pub const MAX_SAFE_INTEGER: u64 = 1 << 53;
+
+/// Serialises `value` as RFC 8785 canonical JSON, after checking every number
+/// in it with [`check_numbers`].
+pub fn canonicalize(value: &Value) -> Result<String, EventError> {
+    check_numbers(value, "$")?;
+    serialize_checked(value)
+}
+
+/// Canonicalises a value whose numbers the caller has already checked.
+pub(crate) fn serialize_checked<T: serde::Serialize>(value: &T) -> Result<String, EventError> {
+    serde_json_canonicalizer::to_string(value).map_err(|source| EventError::NotSerializable {
+        detail: source.to_string(),
+    })
+}
+
+/// Checks that every number inside `value` is exactly representable as an
+/// IEEE-754 double; `path` names `value` in the error (a JSONPath such as
+/// `$.payload.count`).
+pub fn check_numbers(value: &Value, path: &str) -> Result<(), EventError> {
+    match value {
+        Value::Number(number) => check_number(number, path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(index, item)| check_numbers(item, &format!("{path}[{index}]"))),
+        Value::Object(members) => members
+            .iter()
+            .try_for_each(|(key, item)| check_numbers(item, &format!("{path}.{key}"))),
+        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+    }
+}
+
+fn check_number(number: &serde_json::Number, path: &str) -> Result<(), EventError> {
+    let unsafe_integer = match (number.as_u64(), number.as_i64()) {
+        (Some(unsigned), _) => unsigned > MAX_SAFE_INTEGER,
+        (None, Some(signed)) => signed.unsigned_abs() > MAX_SAFE_INTEGER,
+        (None, None) => false,
+    };
+    if unsafe_integer {
+        return Err(EventError::UnsafeInteger {
+            path: path.to_owned(),
+            number: number.to_string(),
+        });
+    }
+    match number.as_f64() {
+        Some(float) if float.is_finite() => Ok(()),
+        _ => Err(EventError::UnrepresentableNumber {
+            path: path.to_owned(),
+            number: number.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integers_beyond_two_to_the_53_are_refused_with_their_path() {
+        let error = canonicalize(&json!({"a": {"b": [1, 9007199254740993u64]}})).unwrap_err();
+        assert_eq!(
+            error,
+            EventError::UnsafeInteger {
+                path: "$.a.b[1]".into(),
+                number: "9007199254740993".into()
+            }
+        );
+        let error = canonicalize(&json!(-9007199254740993i64)).unwrap_err();
+        assert!(
+            matches!(error, EventError::UnsafeInteger { ref number, .. } if number == "-9007199254740993")
+        );
+    }
+
+    #[test]
+    fn two_to_the_53_itself_is_accepted() {
+        assert_eq!(
+            canonicalize(&json!(9007199254740992u64)).unwrap(),
+            "9007199254740992"
+        );
+    }
+
+    #[test]
+    fn floats_use_ecmascript_formatting() {
+        let value: Value = serde_json::from_str(r#"[1e21, 1e-7, -0.0, 0.5, 100.0]"#).unwrap();
+        assert_eq!(canonicalize(&value).unwrap(), "[1e+21,1e-7,0,0.5,100]");
+    }
+
+    #[test]
+    fn members_sort_by_utf16_code_units() {
+        // U+FF61 sorts after U+1F600 in UTF-8 byte order but before it in UTF-16.
+        let value: Value = serde_json::from_str(r#"{"😀":1,"｡":2,"a":3}"#).unwrap();
+        assert_eq!(canonicalize(&value).unwrap(), r#"{"a":3,"😀":1,"｡":2}"#);
+    }
+}

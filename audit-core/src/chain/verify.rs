@@ -1,0 +1,573 @@
+//! The verifier of FORMAT.md section 4.
+//!
+//! [`Verifier`] is push-based so that any source can feed it (an iterator, a
+//! database cursor, a stream of objects): hand it checkpoints, then records
+//! in seq order, then call [`Verifier::finish`]. It keeps one head per chain,
+//! the checkpoints not yet reached and the set of event ids seen (16 bytes a
+//! record; turn off with [`VerifyOptions::check_unique_ids`] where the store
+//! enforces uniqueness and checks it itself).
+//!
+//! Signatures are checked in batches (Ed25519 batch verification, about
+//! twice as fast as one by one), after a per-signature check of what strict
+//! verification adds (canonical, non-small-order `R`; weak keys are refused
+//! by the keyring); a batch that fails is re-checked one signature at a time
+//! with `verify_strict` to name the records at fault.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::Serialize;
+
+use super::{ChainHead, Checkpoint, Record, record_hash};
+use crate::digest::Digest;
+use crate::error::EventError;
+use crate::event::{AuditEvent, EventLimits};
+use crate::keys::Keyring;
+
+/// Signatures verified together in one batch.
+const SIGNATURE_BATCH: usize = 256;
+
+/// Policy options of a verification.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// An unsigned record is a failure.
+    pub require_signed: bool,
+    /// The head every chain must end at (seq and hash).
+    pub expect_head: Option<ChainHead>,
+    /// Start after this head instead of at seq 1: the first record must be
+    /// `start.seq + 1` with `prev == start.hash`.
+    pub start: Option<ChainHead>,
+    /// Skip the check that event ids are unique (saves 16 bytes a record).
+    pub skip_unique_ids: bool,
+    /// Limits applied when parsing stored events.
+    pub limits: EventLimits,
+}
+
+impl VerifyOptions {
+    /// Whether event ids are checked for uniqueness.
+    pub fn check_unique_ids(&self) -> bool {
+        !self.skip_unique_ids
+    }
+}
+
+/// What kind of check failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Seqs are missing before this record.
+    SeqGap,
+    /// A record's seq is not after the previous one (duplicate or reordered).
+    SeqOutOfOrder,
+    /// `prev` differs from the previous `record_hash`.
+    PrevMismatch,
+    /// `H(E)` differs from the stored `event_hash`.
+    EventHashMismatch,
+    /// `E` is not a valid event.
+    EventInvalid,
+    /// `E` is valid but not canonical.
+    EventNotCanonical,
+    /// A stored column copy differs from the member of `E`.
+    ColumnMismatch,
+    /// The event id appeared earlier in the chain.
+    DuplicateEventId,
+    /// `record_hash` does not recompute.
+    RecordHashMismatch,
+    /// A key id without a signature or a signature without a key id.
+    HalfSigned,
+    /// The key id of a signature is not in the keyring.
+    UnknownKeyId,
+    /// The signature does not verify.
+    BadSignature,
+    /// Unsigned record under `require_signed`.
+    Unsigned,
+    /// The source could not decode the stored record.
+    Malformed,
+    /// A checkpoint's signature does not verify or its key is unknown.
+    CheckpointBadSignature,
+    /// The record at a checkpoint's seq has another hash.
+    CheckpointMismatch,
+    /// A checkpoint lies beyond the chain's head: the chain was truncated.
+    Truncated,
+    /// The chain does not end at the expected head.
+    HeadMismatch,
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&text)
+    }
+}
+
+/// One failed check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The chain.
+    pub chain: String,
+    /// The seq of the record at which the check failed (for a gap, the
+    /// first record after it; for a checkpoint, the checkpoint's seq).
+    pub seq: u64,
+    /// What failed.
+    pub kind: FailureKind,
+    /// Details for a person.
+    pub detail: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "chain {} seq {}: {} ({})",
+            self.chain, self.seq, self.kind, self.detail
+        )
+    }
+}
+
+/// What a chain looked like to the verifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainSummary {
+    /// Records checked.
+    pub records: u64,
+    /// Of which signed.
+    pub signed: u64,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// Last seq seen.
+    pub head_seq: u64,
+    /// Its record hash, hex.
+    pub head_hash: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Records checked, over all chains.
+    pub records: u64,
+    /// Checkpoints checked, over all chains.
+    pub checkpoints: u64,
+    /// Per chain.
+    pub chains: BTreeMap<String, ChainSummary>,
+    /// Every failure, in (chain, seq) order.
+    pub failures: Vec<Failure>,
+}
+
+impl VerifyReport {
+    /// Whether every check held.
+    pub fn is_ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The first failure in (chain, seq) order.
+    pub fn first_failure(&self) -> Option<&Failure> {
+        self.failures.first()
+    }
+}
+
+#[derive(Default)]
+struct ChainState {
+    head: ChainHead,
+    started: bool,
+    after_gap: bool,
+    summary_records: u64,
+    signed: u64,
+    checkpoints_checked: u64,
+    event_ids: HashSet<u128>,
+    pending_checkpoints: BTreeMap<u64, Checkpoint>,
+}
+
+struct PendingSignature {
+    chain: String,
+    seq: u64,
+    key: VerifyingKey,
+    message: Digest,
+    signature: Signature,
+}
+
+/// Checks records and checkpoints of one or more chains.
+pub struct Verifier {
+    keyring: Keyring,
+    options: VerifyOptions,
+    chains: HashMap<String, ChainState>,
+    pending: Vec<PendingSignature>,
+    failures: Vec<Failure>,
+}
+
+impl Verifier {
+    /// A verifier trusting the keys of `keyring`.
+    pub fn new(keyring: Keyring, options: VerifyOptions) -> Self {
+        Self {
+            keyring,
+            options,
+            chains: HashMap::new(),
+            pending: Vec::with_capacity(SIGNATURE_BATCH),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Takes a checkpoint; give each before the record at its seq.
+    pub fn checkpoint(&mut self, checkpoint: &Checkpoint) {
+        let chain = checkpoint.chain.as_str().to_owned();
+        let valid = self.keyring.get(&checkpoint.key_id).map(|key| {
+            key.verifying_key()
+                .verify_strict(
+                    checkpoint.hash().as_bytes(),
+                    &Signature::from_bytes(&checkpoint.sig),
+                )
+                .is_ok()
+        });
+        match valid {
+            Some(true) => {}
+            Some(false) => self.fail(
+                &chain,
+                checkpoint.seq,
+                FailureKind::CheckpointBadSignature,
+                "checkpoint signature does not verify".into(),
+            ),
+            None => self.fail(
+                &chain,
+                checkpoint.seq,
+                FailureKind::CheckpointBadSignature,
+                format!("checkpoint signed by unknown key id {}", checkpoint.key_id),
+            ),
+        }
+        let state = self.chains.entry(chain.clone()).or_default();
+        if state.started && checkpoint.seq <= state.head.seq {
+            let detail = format!(
+                "checkpoint given after the record at seq {} had passed",
+                checkpoint.seq
+            );
+            self.fail(
+                &chain,
+                checkpoint.seq,
+                FailureKind::CheckpointMismatch,
+                detail,
+            );
+            return;
+        }
+        state
+            .pending_checkpoints
+            .insert(checkpoint.seq, checkpoint.clone());
+    }
+
+    /// Reports a record the source could not decode.
+    pub fn malformed(&mut self, chain: &str, seq: u64, detail: impl Into<String>) {
+        self.fail(chain, seq, FailureKind::Malformed, detail.into());
+    }
+
+    /// Checks the next record of its chain.
+    pub fn record(&mut self, record: &Record) {
+        let chain = record.chain.as_str();
+        if !self.check_sequence(record) {
+            return;
+        }
+        self.check_event(record);
+        let recomputed = record_hash(&record.chain, record.seq, &record.prev, &record.event_hash);
+        if recomputed != record.hash {
+            self.fail(
+                chain,
+                record.seq,
+                FailureKind::RecordHashMismatch,
+                format!("stored {}, recomputed {recomputed}", record.hash),
+            );
+        }
+        self.check_signature(record);
+        self.check_checkpoint_at(record);
+        let state = self.state(chain);
+        state.head = record.head();
+        state.summary_records += 1;
+    }
+
+    /// Finishes: checks remaining signatures, checkpoints beyond the heads
+    /// and the expected head, and reports.
+    pub fn finish(mut self) -> VerifyReport {
+        self.flush_signatures();
+        let mut chains = BTreeMap::new();
+        let names: Vec<String> = self.chains.keys().cloned().collect();
+        for name in names {
+            let Some(state) = self.chains.remove(&name) else {
+                continue;
+            };
+            for (seq, checkpoint) in &state.pending_checkpoints {
+                let detail = format!(
+                    "checkpoint at seq {seq} (head {}) lies beyond the chain's head at seq {}",
+                    checkpoint.head, state.head.seq
+                );
+                self.fail(&name, *seq, FailureKind::Truncated, detail);
+            }
+            if let Some(expected) = self.options.expect_head {
+                if expected != state.head {
+                    let detail = format!(
+                        "expected head seq {} hash {}, found seq {} hash {}",
+                        expected.seq, expected.hash, state.head.seq, state.head.hash
+                    );
+                    self.fail(
+                        &name,
+                        expected.seq.min(state.head.seq + 1),
+                        FailureKind::HeadMismatch,
+                        detail,
+                    );
+                }
+            }
+            chains.insert(
+                name,
+                ChainSummary {
+                    records: state.summary_records,
+                    signed: state.signed,
+                    checkpoints: state.checkpoints_checked,
+                    head_seq: state.head.seq,
+                    head_hash: state.head.hash.to_hex(),
+                },
+            );
+        }
+        self.failures
+            .sort_by(|a, b| (&a.chain, a.seq).cmp(&(&b.chain, b.seq)));
+        VerifyReport {
+            records: chains.values().map(|chain| chain.records).sum(),
+            checkpoints: chains.values().map(|chain| chain.checkpoints).sum(),
+            chains,
+            failures: self.failures,
+        }
+    }
+
+    fn state(&mut self, chain: &str) -> &mut ChainState {
+        self.chains.entry(chain.to_owned()).or_default()
+    }
+
+    fn fail(&mut self, chain: &str, seq: u64, kind: FailureKind, detail: String) {
+        self.failures.push(Failure {
+            chain: chain.to_owned(),
+            seq,
+            kind,
+            detail,
+        });
+    }
+
+    /// Checks seq and prev; returns false when the record is to be skipped.
+    fn check_sequence(&mut self, record: &Record) -> bool {
+        let start = self.options.start.unwrap_or(ChainHead::EMPTY);
+        let chain = record.chain.as_str();
+        let state = self.state(chain);
+        if !state.started {
+            state.started = true;
+            state.head = start;
+        }
+        let expected = state.head.seq + 1;
+        let expected_prev = state.head.hash;
+        let after_gap = std::mem::take(&mut state.after_gap);
+        if record.seq < expected {
+            let detail = format!(
+                "found seq {} where seq {expected} was expected (duplicate or reordered record)",
+                record.seq
+            );
+            self.fail(chain, record.seq, FailureKind::SeqOutOfOrder, detail);
+            return false;
+        }
+        if record.seq > expected {
+            let detail = format!(
+                "seq {expected} to {} missing: found seq {}",
+                record.seq - 1,
+                record.seq
+            );
+            self.fail(chain, record.seq, FailureKind::SeqGap, detail);
+            // Resynchronise on this record; its prev cannot be checked.
+            return true;
+        }
+        if record.prev != expected_prev && !after_gap {
+            let detail = format!(
+                "prev is {}, previous record_hash is {expected_prev}",
+                record.prev
+            );
+            self.fail(chain, record.seq, FailureKind::PrevMismatch, detail);
+        }
+        true
+    }
+
+    fn check_event(&mut self, record: &Record) {
+        let chain = record.chain.as_str();
+        let actual = Digest(sha2_digest(record.event_json.as_bytes()));
+        if actual != record.event_hash {
+            let detail = format!("stored event_hash {}, H(E) is {actual}", record.event_hash);
+            self.fail(chain, record.seq, FailureKind::EventHashMismatch, detail);
+        }
+        let event = match AuditEvent::from_canonical_with(&record.event_json, self.options.limits) {
+            Ok(event) => event,
+            Err(EventError::NotCanonical) => {
+                self.fail(
+                    chain,
+                    record.seq,
+                    FailureKind::EventNotCanonical,
+                    "stored event bytes are not RFC 8785 canonical".into(),
+                );
+                return;
+            }
+            Err(error) => {
+                self.fail(
+                    chain,
+                    record.seq,
+                    FailureKind::EventInvalid,
+                    error.to_string(),
+                );
+                return;
+            }
+        };
+        if let Some(columns) = &record.columns {
+            let pairs = [
+                ("event_id", &columns.id, event.id()),
+                ("event_type", &columns.event_type, event.event_type()),
+                ("actor", &columns.actor, event.actor()),
+                ("event_time", &columns.time, event.time()),
+            ];
+            for (name, stored, member) in pairs {
+                if stored != member {
+                    let detail = format!("column {name} is {stored:?}, event has {member:?}");
+                    self.fail(chain, record.seq, FailureKind::ColumnMismatch, detail);
+                }
+            }
+        }
+        if self.options.check_unique_ids() {
+            let id = uuid::Uuid::try_parse(event.id())
+                .map(|id| id.as_u128())
+                .unwrap_or_default();
+            if !self.state(chain).event_ids.insert(id) {
+                let detail = format!("event id {} appears earlier in the chain", event.id());
+                self.fail(chain, record.seq, FailureKind::DuplicateEventId, detail);
+            }
+        }
+    }
+
+    fn check_signature(&mut self, record: &Record) {
+        let chain = record.chain.as_str();
+        match (&record.key_id, &record.sig) {
+            (None, None) => {
+                if self.options.require_signed {
+                    self.fail(
+                        chain,
+                        record.seq,
+                        FailureKind::Unsigned,
+                        "record is not signed".into(),
+                    );
+                }
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                self.fail(
+                    chain,
+                    record.seq,
+                    FailureKind::HalfSigned,
+                    "key_id and sig must both be present or both absent".into(),
+                );
+            }
+            (Some(key_id), Some(sig)) => {
+                self.state(chain).signed += 1;
+                let Some(key) = self.keyring.get(key_id).map(|key| *key.verifying_key()) else {
+                    self.fail(
+                        chain,
+                        record.seq,
+                        FailureKind::UnknownKeyId,
+                        format!("key id {key_id:?} is not in the keyring"),
+                    );
+                    return;
+                };
+                let signature = Signature::from_bytes(sig);
+                if !strict_preconditions(&signature) {
+                    self.fail(
+                        chain,
+                        record.seq,
+                        FailureKind::BadSignature,
+                        "signature R is non-canonical or of small order".into(),
+                    );
+                    return;
+                }
+                self.pending.push(PendingSignature {
+                    chain: chain.to_owned(),
+                    seq: record.seq,
+                    key,
+                    message: record.hash,
+                    signature,
+                });
+                if self.pending.len() >= SIGNATURE_BATCH {
+                    self.flush_signatures();
+                }
+            }
+        }
+    }
+
+    fn check_checkpoint_at(&mut self, record: &Record) {
+        let chain = record.chain.as_str();
+        let state = self.state(chain);
+        let skipped: Vec<u64> = state
+            .pending_checkpoints
+            .range(..record.seq)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &skipped {
+            state.pending_checkpoints.remove(seq);
+        }
+        for seq in skipped {
+            let detail = format!("the record at checkpoint seq {seq} is missing");
+            self.fail(chain, record.seq, FailureKind::CheckpointMismatch, detail);
+        }
+        let state = self.state(chain);
+        let Some(checkpoint) = state.pending_checkpoints.remove(&record.seq) else {
+            return;
+        };
+        self.state(chain).checkpoints_checked += 1;
+        if checkpoint.head != record.hash {
+            let detail = format!(
+                "checkpoint head {}, record_hash {}",
+                checkpoint.head, record.hash
+            );
+            self.fail(chain, record.seq, FailureKind::CheckpointMismatch, detail);
+        }
+    }
+
+    fn flush_signatures(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let messages: Vec<&[u8]> = pending
+            .iter()
+            .map(|item| item.message.as_bytes().as_slice())
+            .collect();
+        let signatures: Vec<Signature> = pending.iter().map(|item| item.signature).collect();
+        let keys: Vec<VerifyingKey> = pending.iter().map(|item| item.key).collect();
+        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_err() {
+            for item in &pending {
+                if item
+                    .key
+                    .verify_strict(item.message.as_bytes(), &item.signature)
+                    .is_err()
+                {
+                    self.fail(
+                        &item.chain,
+                        item.seq,
+                        FailureKind::BadSignature,
+                        "signature does not verify".into(),
+                    );
+                }
+            }
+        }
+        self.pending = pending;
+        self.pending.clear();
+    }
+}
+
+/// What `verify_strict` checks beyond the batch equation: `R` is a
+/// canonical encoding of a point that is not of small order.
+fn strict_preconditions(signature: &Signature) -> bool {
+    let encoded = signature.r_bytes();
+    CompressedEdwardsY(*encoded)
+        .decompress()
+        .is_some_and(|point| !point.is_small_order() && point.compress().as_bytes() == encoded)
+}
+
+fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}

@@ -1,0 +1,32 @@
+//! # audit-core
+//!
+//! The core of `deferred-audit`: durable, tamper-evident audit logging for
+//! services that must neither block on audit I/O nor lose a record silently.
+//!
+//! - [`event`]: the audit event, its validation and canonical bytes;
+//! - [`canonical`]: RFC 8785 canonical JSON and the number rule;
+//! - [`chain`]: records, sealing, checkpoints and verification (FORMAT.md v1);
+//! - [`keys`]: Ed25519 keys, PEM files, key ids and keyrings;
+//! - [`jsonl`]: the JSONL line codec of the object-store layout;
+//! - [`sink`]: the async sink contract;
+//! - [`dead_letter`]: dead letters and the fallback file;
+//! - [`retry`]: capped exponential backoff.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod canonical;
+pub mod chain;
+pub mod dead_letter;
+pub mod digest;
+pub mod error;
+pub mod event;
+pub mod jsonl;
+pub mod keys;
+pub mod retry;
+pub mod sink;
+
+pub use chain::{ChainHead, ChainId, Checkpoint, Record};
+pub use digest::Digest;
+pub use error::{EventError, KeyError};
+pub use event::AuditEvent;

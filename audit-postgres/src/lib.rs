@@ -1,0 +1,3 @@
+//! audit-postgres
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! audit-s3-jsonl
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! audit-sqlite
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]

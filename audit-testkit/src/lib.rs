@@ -1,0 +1,3 @@
+//! audit-testkit
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]

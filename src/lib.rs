@@ -1,0 +1,3 @@
+//! facade
+#![deny(missing_docs)]
+pub use audit_core as core;
