@@ -5,4 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+for installer in scripts/install-*.sh; do
+  [ -e "$installer" ] && bash "$installer"
+done
+
 exec cargo test --workspace --all-features "$@"

@@ -9,6 +9,7 @@
 //! - [`keys`]: Ed25519 keys, PEM files, key ids and keyrings;
 //! - [`jsonl`]: the JSONL line codec of the object-store layout;
 //! - [`sink`]: the async sink contract;
+//! - [`chain_writer`]: the policy shared by chain sinks over a [`chain_writer::ChainStore`];
 //! - [`dead_letter`]: dead letters and the fallback file;
 //! - [`retry`]: capped exponential backoff.
 #![deny(missing_docs)]
@@ -17,6 +18,7 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod chain_writer;
 pub mod dead_letter;
 pub mod digest;
 pub mod error;

@@ -130,6 +130,12 @@ pub trait AuditSink: Send {
         Ok(())
     }
 
+    /// Lost races for a seq retried so far (cumulative); the drainer adds
+    /// the growth to `unique_race_retries`.
+    fn race_retries(&self) -> u64 {
+        0
+    }
+
     /// A short description for logs and errors, e.g. `sqlite:///var/audit.db`.
     fn describe(&self) -> String;
 }
@@ -149,6 +155,10 @@ impl AuditSink for Box<dyn AuditSink> {
 
     async fn close(&mut self) -> Result<(), SinkError> {
         (**self).close().await
+    }
+
+    fn race_retries(&self) -> u64 {
+        (**self).race_retries()
     }
 
     fn describe(&self) -> String {

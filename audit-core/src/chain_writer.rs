@@ -1,0 +1,290 @@
+//! The policy every chain sink shares, over a store that only knows how to
+//! write: conflict retries, dead-lettering, checkpoint scheduling and
+//! publication.
+//!
+//! A backend implements [`ChainStore`] (one atomic append attempt, dead
+//! letters, checkpoints, the head); [`ChainWriter`] turns it into an
+//! [`AuditSink`]:
+//!
+//! - a lost race for a seq ([`ErrorClass::Conflict`]) is retried with a
+//!   fresh head, with backoff, up to [`ChainSinkOptions::race_retry`]; each
+//!   retry is counted in `unique_race_retries`;
+//! - past that budget, or on a [`ErrorClass::Permanent`] error, the batch is
+//!   dead-lettered in the store; if even that fails the error goes to the
+//!   supervisor, which falls back to its dead-letter file;
+//! - a [`ErrorClass::Transient`] error goes to the supervisor, which rebuilds
+//!   the sink (reconnects) and retries the same batch;
+//! - checkpoints are written every N records or T seconds when a key is set,
+//!   and at shutdown, and published off-box when a publisher is set.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::chain::{ChainHead, ChainId, Checkpoint, Sealer, SignMode};
+use crate::dead_letter::DeadLetter;
+use crate::event::AuditEvent;
+use crate::keys::AuditSigner;
+use crate::retry::RetryPolicy;
+use crate::sink::{AppendOutcome, AuditSink, CheckpointPublisher, ErrorClass, SinkError};
+
+/// When checkpoints are written (only when a key is set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// After this many records since the last checkpoint.
+    pub every_records: Option<u64>,
+    /// After this much time since the last checkpoint.
+    pub every: Option<Duration>,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self {
+            every_records: Some(10_000),
+            every: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// Options shared by every chain sink.
+#[derive(Clone)]
+pub struct ChainSinkOptions {
+    /// The chain written.
+    pub chain: ChainId,
+    /// The signing key, if records or checkpoints are signed.
+    pub signer: Option<Arc<AuditSigner>>,
+    /// Which records carry a signature.
+    pub sign_mode: SignMode,
+    /// When checkpoints are written.
+    pub checkpoints: CheckpointPolicy,
+    /// Budget and backoff for lost races on a seq.
+    pub race_retry: RetryPolicy,
+    /// Where checkpoints are also published, outside the store.
+    pub publisher: Option<Arc<dyn CheckpointPublisher>>,
+}
+
+impl Default for ChainSinkOptions {
+    fn default() -> Self {
+        Self {
+            chain: ChainId::default(),
+            signer: None,
+            sign_mode: SignMode::EveryRecord,
+            checkpoints: CheckpointPolicy::default(),
+            race_retry: RetryPolicy {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(50),
+                max_retries: 64,
+            },
+            publisher: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ChainSinkOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainSinkOptions")
+            .field("chain", &self.chain)
+            .field("signer", &self.signer)
+            .field("sign_mode", &self.sign_mode)
+            .field("checkpoints", &self.checkpoints)
+            .field("race_retry", &self.race_retry)
+            .field("publisher", &self.publisher.is_some())
+            .finish()
+    }
+}
+
+impl ChainSinkOptions {
+    /// The sealer these options describe.
+    pub fn sealer(&self) -> Sealer {
+        Sealer::new(self.chain.clone(), self.signer.clone(), self.sign_mode)
+    }
+}
+
+/// The storage steps of a chain sink.
+#[async_trait]
+pub trait ChainStore: Send {
+    /// One atomic attempt: read the head, give events whose id is already in
+    /// the chain their existing record (`already_present`), seal the others
+    /// after the head with `sealer`, write them, commit. Returns
+    /// `Err` with [`ErrorClass::Conflict`] when another writer took a seq.
+    async fn append_once(
+        &mut self,
+        sealer: &Sealer,
+        events: &[AuditEvent],
+    ) -> Result<Vec<AppendOutcome>, SinkError>;
+
+    /// Stores dead letters durably.
+    async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), SinkError>;
+
+    /// Stores a checkpoint (idempotent for the same seq).
+    async fn write_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), SinkError>;
+
+    /// The current head of the chain.
+    async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError>;
+
+    /// A short description for logs, e.g. `sqlite:///var/audit.db`.
+    fn describe(&self) -> String;
+}
+
+/// A [`ChainStore`] with the shared policy: an [`AuditSink`].
+pub struct ChainWriter<S> {
+    store: S,
+    options: ChainSinkOptions,
+    sealer: Sealer,
+    last_checkpoint: Option<(u64, Instant)>,
+    last_head: Option<ChainHead>,
+    race_retries: u64,
+}
+
+impl<S: ChainStore> ChainWriter<S> {
+    /// Wraps `store` with `options`.
+    pub fn new(store: S, options: ChainSinkOptions) -> Self {
+        let sealer = options.sealer();
+        Self {
+            store,
+            options,
+            sealer,
+            last_checkpoint: None,
+            last_head: None,
+            race_retries: 0,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ChainSinkOptions {
+        &self.options
+    }
+
+    async fn dead_letter_batch(
+        &mut self,
+        events: &[AuditEvent],
+        error: SinkError,
+        attempts: u32,
+    ) -> Result<Vec<AppendOutcome>, SinkError> {
+        let reason = error.to_string();
+        tracing::warn!(chain = %self.options.chain, batch = events.len(), error = %reason, "dead-lettering batch");
+        let letters: Vec<DeadLetter> = events
+            .iter()
+            .map(|event| DeadLetter::new(&self.options.chain, event, reason.clone(), attempts))
+            .collect();
+        match self.store.dead_letter(&letters).await {
+            Ok(()) => Ok(events
+                .iter()
+                .map(|_| AppendOutcome::DeadLettered {
+                    reason: reason.clone(),
+                })
+                .collect()),
+            Err(dead_letter_error) => {
+                tracing::error!(chain = %self.options.chain, error = %dead_letter_error, "dead-letter store failed too");
+                Err(error)
+            }
+        }
+    }
+
+    async fn checkpoint_if_due(&mut self) -> Result<(), SinkError> {
+        let Some(head) = self.last_head else {
+            return Ok(());
+        };
+        let policy = self.options.checkpoints;
+        let (last_seq, last_time) = *self.last_checkpoint.get_or_insert((0, Instant::now()));
+        let by_count = policy
+            .every_records
+            .is_some_and(|every| head.seq >= last_seq + every.max(1));
+        let by_time = policy
+            .every
+            .is_some_and(|every| head.seq > last_seq && last_time.elapsed() >= every);
+        if by_count || by_time {
+            self.write_checkpoint_at(head).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_checkpoint_at(
+        &mut self,
+        head: ChainHead,
+    ) -> Result<Option<Checkpoint>, SinkError> {
+        let Some(signer) = self.options.signer.clone() else {
+            return Ok(None);
+        };
+        if head.seq == 0 {
+            return Ok(None);
+        }
+        let checkpoint = Checkpoint::sign(&self.options.chain, head, &signer);
+        self.store.write_checkpoint(&checkpoint).await?;
+        if let Some(publisher) = &self.options.publisher {
+            publisher.publish(&checkpoint).await?;
+        }
+        self.last_checkpoint = Some((head.seq, Instant::now()));
+        tracing::debug!(chain = %self.options.chain, seq = head.seq, "checkpoint written");
+        Ok(Some(checkpoint))
+    }
+}
+
+#[async_trait]
+impl<S: ChainStore> AuditSink for ChainWriter<S> {
+    async fn append_batch(
+        &mut self,
+        events: &[AuditEvent],
+    ) -> Result<Vec<AppendOutcome>, SinkError> {
+        let policy = self.options.race_retry;
+        let mut attempt = 0u32;
+        loop {
+            match self.store.append_once(&self.sealer, events).await {
+                Ok(outcomes) => {
+                    if let Some(head) = outcomes.iter().rev().find_map(|outcome| match outcome {
+                        AppendOutcome::Appended(receipt) if !receipt.already_present => {
+                            Some(ChainHead {
+                                seq: receipt.seq,
+                                hash: receipt.record_hash,
+                            })
+                        }
+                        _ => None,
+                    }) {
+                        self.last_head = Some(head);
+                    }
+                    if let Err(error) = self.checkpoint_if_due().await {
+                        tracing::warn!(chain = %self.options.chain, %error, "scheduled checkpoint failed; will retry");
+                    }
+                    return Ok(outcomes);
+                }
+                Err(error)
+                    if error.class == ErrorClass::Conflict && attempt < policy.max_retries =>
+                {
+                    self.race_retries += 1;
+                    tracing::debug!(chain = %self.options.chain, attempt, "lost a seq race; re-reading the head");
+                    tokio::time::sleep(policy.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) if error.class == ErrorClass::Transient => return Err(error),
+                Err(error) => return self.dead_letter_batch(events, error, attempt + 1).await,
+            }
+        }
+    }
+
+    async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        let head = self.store.head(&self.options.chain).await?;
+        if self.last_checkpoint.is_some_and(|(seq, _)| seq == head.seq) {
+            return Ok(None);
+        }
+        self.write_checkpoint_at(head).await
+    }
+
+    fn race_retries(&self) -> u64 {
+        self.race_retries
+    }
+
+    fn describe(&self) -> String {
+        self.store.describe()
+    }
+}
