@@ -124,8 +124,8 @@ impl Writer {
                 let table = self.shared.table();
                 table.segments.get(id).is_none_or(|segment| {
                     let header = SEGMENT_MAGIC.len() as u64;
-                    (segment.bytes > header && segment.bytes + incoming > limit)
-                        || (segment.pending == 0 && segment.bytes > header)
+                    segment.bytes > header
+                        && (segment.bytes + incoming > limit || segment.pending == 0)
                 })
             }
         };
