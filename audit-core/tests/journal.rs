@@ -232,16 +232,13 @@ async fn a_full_journal_blocks_in_block_mode_until_space_is_freed() {
     config.segment_bytes = 300;
     let (journal, _) = Journal::open(config).unwrap();
     let mut tickets = Vec::new();
-    loop {
-        match tokio::time::timeout(
-            Duration::from_millis(300),
-            journal.append(&event(tickets.len() as u64)),
-        )
-        .await
-        {
-            Ok(ticket) => tickets.push(ticket.unwrap()),
-            Err(_) => break,
-        }
+    while let Ok(ticket) = tokio::time::timeout(
+        Duration::from_millis(300),
+        journal.append(&event(tickets.len() as u64)),
+    )
+    .await
+    {
+        tickets.push(ticket.unwrap());
     }
     assert!(tickets.len() >= 3);
     let waiting = tokio::spawn({
