@@ -48,13 +48,19 @@ pub async fn sink(url: &str, options: ChainSinkOptions) -> PostgresSink {
 
 /// Verifies every chain at `url` with `signer`'s key, requiring signatures.
 pub async fn verify(url: &str, signer: &AuditSigner) -> VerifyReport {
+    verify_with(url, signer, true).await
+}
+
+/// Verifies every chain at `url` with `signer`'s key.
+pub async fn verify_with(url: &str, signer: &AuditSigner, require_signed: bool) -> VerifyReport {
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
     let options = VerifyOptions {
-        require_signed: true,
+        require_signed,
         ..VerifyOptions::default()
     };
     verify_postgres(url, keyring, options, &[], |_| {})
         .await
         .unwrap()
 }
+pub mod writer;
