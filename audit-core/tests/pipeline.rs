@@ -791,3 +791,22 @@ async fn tee_with_a_failing_mirror_keeps_the_primary_outcome() {
     );
     pipeline.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn shutdown_during_a_linger_loses_nothing() {
+    let recording = RecordingSink::new().handle();
+    let pipeline = AuditPipeline::builder(recording_factory(&recording))
+        .max_batch(100)
+        .linger(Duration::from_secs(30))
+        .spawn();
+    let queue = pipeline.queue();
+    for n in 0..3 {
+        queue.submit(event(n));
+    }
+    // Let the drainer take the events and start lingering for more.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = pipeline.shutdown(Duration::from_secs(5)).await;
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.metrics.appended, 3);
+    assert_eq!(recording.count(), 3);
+}

@@ -8,27 +8,33 @@ use super::queue::{Envelope, Receiver};
 use crate::metrics::PipelineMetrics;
 use crate::sink::AppendOutcome;
 
-/// Takes the next batch: waits for one event, takes everything already
-/// waiting up to `max_batch`, then lingers up to `linger` for more.
-/// Returns an empty batch once the channel is closed and empty.
+/// Fills `batch` with the next batch: waits for one event, takes everything
+/// already waiting up to `max_batch`, then lingers up to `linger` for more.
+/// Leaves `batch` empty once the channel is closed and empty.
+///
+/// Cancel-safe: the events live in the caller's `batch`, so a collection
+/// interrupted (by the stop signal) loses nothing; a `batch` that is not
+/// empty on entry is returned as it is.
 pub(crate) async fn collect_batch(
     receiver: &mut Receiver,
+    batch: &mut Vec<Envelope>,
     max_batch: usize,
     linger: Duration,
-) -> Vec<Envelope> {
-    let mut batch = Vec::with_capacity(max_batch.min(4096));
-    if receiver.recv_many(&mut batch, max_batch).await == 0 || linger.is_zero() {
-        return batch;
+) {
+    if !batch.is_empty() {
+        return;
+    }
+    if receiver.recv_many(batch, max_batch).await == 0 || linger.is_zero() {
+        return;
     }
     let deadline = tokio::time::Instant::now() + linger;
     while batch.len() < max_batch {
         let room = max_batch - batch.len();
-        match tokio::time::timeout_at(deadline, receiver.recv_many(&mut batch, room)).await {
+        match tokio::time::timeout_at(deadline, receiver.recv_many(batch, room)).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
     }
-    batch
 }
 
 /// Settles a batch the sink accepted: counts each outcome, answers the

@@ -96,8 +96,10 @@ impl Supervisor {
         stop: oneshot::Receiver<()>,
     ) -> SupervisorExit {
         let mut stop = Some(stop);
+        let (max_batch, linger) = (self.config.max_batch, self.config.linger);
+        let mut batch = Vec::with_capacity(max_batch.min(4096));
         loop {
-            let batch = match stop.as_mut() {
+            match stop.as_mut() {
                 Some(signal) => tokio::select! {
                     biased;
                     result = signal => {
@@ -108,17 +110,16 @@ impl Supervisor {
                         }
                         continue;
                     }
-                    batch = collect_batch(&mut receiver, self.config.max_batch, self.config.linger) => batch,
+                    () = collect_batch(&mut receiver, &mut batch, max_batch, linger) => {}
                 },
-                None => {
-                    collect_batch(&mut receiver, self.config.max_batch, self.config.linger).await
-                }
-            };
+                None => collect_batch(&mut receiver, &mut batch, max_batch, linger).await,
+            }
             if batch.is_empty() {
                 break;
             }
-            self.metrics.dequeued(batch.len());
-            self.deliver(batch).await;
+            let taken = std::mem::replace(&mut batch, Vec::with_capacity(max_batch.min(4096)));
+            self.metrics.dequeued(taken.len());
+            self.deliver(taken).await;
             self.metrics.publish();
         }
         let exit = self.close_sink().await;
