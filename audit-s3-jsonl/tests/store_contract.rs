@@ -119,7 +119,12 @@ async fn dead_letter_contract(store: Arc<dyn ObjectStore>) {
     let mut expected: Vec<&str> = batch.iter().map(|event| event.id()).collect();
     expected.sort();
     assert_eq!(ids, expected);
-    assert_eq!(letters[0].event().unwrap().canonical_json().len() > 2, true);
+    let replayed = letters[0].event().unwrap();
+    assert!(
+        batch
+            .iter()
+            .any(|event| event.canonical_json() == replayed.canonical_json())
+    );
     let report = verify(store.as_ref(), &prefix, &signer).await;
     assert_eq!(report.records, 0);
 }
