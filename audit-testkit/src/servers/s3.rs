@@ -10,6 +10,10 @@
 //!
 //! moto keeps its objects in memory: a restarted server is empty (the bucket
 //! is created again). Tests that kill the server copy what they need first.
+//! Clients reach moto through a loopback relay on the public port, opened
+//! only once the bucket exists and closed (connections refused, open ones
+//! cut) when the server is killed: a client retrying through a restart never
+//! sees the new server without its bucket.
 //!
 //! The venv is `$AUDIT_MOTO_VENV`, by default
 //! `$HOME/.cache/deferred-audit/moto-venv`; when it is missing, starting
@@ -24,10 +28,12 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
@@ -95,8 +101,10 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Server
 pub struct MotoServer {
     program: PathBuf,
     port: u16,
+    backend_port: u16,
     bucket: String,
     child: Option<Child>,
+    relay: Option<Relay>,
 }
 
 impl MotoServer {
@@ -107,8 +115,10 @@ impl MotoServer {
         let mut server = Self {
             program,
             port,
+            backend_port: 0,
             bucket: "audit".to_owned(),
             child: None,
+            relay: None,
         };
         server.spawn_and_prepare()?;
         Ok(server)
@@ -162,6 +172,9 @@ impl MotoServer {
 
     /// Kills the server with SIGKILL and waits for it to exit.
     pub fn kill(&mut self) -> Result<(), ServerError> {
+        if let Some(relay) = self.relay.take() {
+            relay.close(self.port);
+        }
         if let Some(mut child) = self.child.take() {
             child.kill().map_err(io_error("killing moto_server"))?;
             child.wait().map_err(io_error("waiting for moto_server"))?;
@@ -178,8 +191,9 @@ impl MotoServer {
     }
 
     fn spawn_and_prepare(&mut self) -> Result<(), ServerError> {
+        self.backend_port = free_port()?;
         let child = Command::new(&self.program)
-            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-H", "127.0.0.1", "-p", &self.backend_port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -187,7 +201,9 @@ impl MotoServer {
             .map_err(io_error(format!("starting {}", self.program.display())))?;
         self.child = Some(child);
         self.wait_until_ready()?;
-        self.create_bucket()
+        self.create_bucket()?;
+        self.relay = Some(Relay::open(self.port, self.backend_port)?);
+        Ok(())
     }
 
     fn wait_until_ready(&mut self) -> Result<(), ServerError> {
@@ -230,13 +246,14 @@ impl MotoServer {
         }
     }
 
-    /// One HTTP/1.1 request without a body; returns the status line.
+    /// One HTTP/1.1 request without a body, straight to moto; returns the
+    /// status line.
     fn request(&self, method: &str, path: &str) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        let mut stream = TcpStream::connect(("127.0.0.1", self.backend_port))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
+            self.backend_port
         );
         stream.write_all(request.as_bytes())?;
         let mut response = Vec::new();
@@ -255,6 +272,9 @@ impl MotoServer {
 
 impl Drop for MotoServer {
     fn drop(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.close(self.port);
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -287,4 +307,101 @@ fn free_port() -> Result<u16, ServerError> {
         .local_addr()
         .map_err(io_error("reading the address of a bound socket"))?
         .port())
+}
+
+/// Relays connections from the public port to moto's port, byte for byte.
+#[derive(Debug)]
+struct Relay {
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    fn open(public: u16, backend: u16) -> Result<Self, ServerError> {
+        let listener = bind_again(public)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = std::thread::spawn({
+            let stop = stop.clone();
+            let open = open.clone();
+            move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(client) = client {
+                        relay_connection(client, backend, &open);
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            stop,
+            open,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// Stops accepting (new connections are refused) and cuts open ones.
+    fn close(mut self, public: u16) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", public));
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        let open = std::mem::take(&mut *self.open.lock().unwrap_or_else(|p| p.into_inner()));
+        for stream in open {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Binds the public port again after a restart (it may linger briefly).
+fn bind_again(port: u16) -> Result<TcpListener, ServerError> {
+    let started = Instant::now();
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => return Ok(listener),
+            Err(error) if started.elapsed() < Duration::from_secs(5) => {
+                tracing::debug!(port, %error, "public port not free yet");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(ServerError::Io {
+                    context: format!("binding 127.0.0.1:{port} for moto's relay"),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn relay_connection(client: TcpStream, backend: u16, open: &Mutex<Vec<TcpStream>>) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", backend)) else {
+        return;
+    };
+    let clones = (
+        client.try_clone(),
+        server.try_clone(),
+        client.try_clone(),
+        server.try_clone(),
+    );
+    let (Ok(client_reader), Ok(server_reader), Ok(client_kept), Ok(server_kept)) = clones else {
+        return;
+    };
+    if let Ok(mut open) = open.lock() {
+        open.push(client_kept);
+        open.push(server_kept);
+    }
+    pump(client_reader, server);
+    pump(server_reader, client);
+}
+
+/// Copies `from` into `to` on a thread until either side closes.
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+    });
 }
