@@ -6,6 +6,7 @@
 //!   (failing, panicking, slow, flaky) and an in-memory chain that seals
 //!   real records under the shared chain-writer policy;
 //! - [`strategies`]: proptest strategies for payloads, events and chain names;
+//! - [`object_stores`]: fault-injecting `object_store` wrappers;
 //! - [`servers`]: throwaway PostgreSQL and S3 (moto) servers for tests;
 //! - [`conformance`]: the suite every [`AuditSink`](audit_core::sink::AuditSink)
 //!   implementation must pass, run with the sink's own factory.
@@ -14,6 +15,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod conformance;
+pub mod object_stores;
 pub mod servers;
 pub mod sinks;
 pub mod strategies;

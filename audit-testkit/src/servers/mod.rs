@@ -6,6 +6,7 @@
 //! it fails with a [`ServerError`] that says what to install.
 
 pub mod postgres;
+pub mod s3;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

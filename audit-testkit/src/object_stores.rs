@@ -1,0 +1,166 @@
+//! Fault-injecting object stores, wrapping a real one.
+//!
+//! - [`IgnoresCreateOnly`] turns every create-only put into an overwrite,
+//!   like an S3-compatible server that ignores `If-None-Match: *`;
+//! - [`FailingPuts`] refuses puts whose path contains a marker with
+//!   `PermissionDenied`, like a bucket policy that denies a prefix.
+//!
+//! Everything else is passed through to the wrapped store.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// Implements `ObjectStore` for `$store`: puts go to its inherent
+/// `put_with`, everything else to `self.inner`.
+macro_rules! wrapping_store {
+    ($store:ty) => {
+        #[async_trait]
+        impl ObjectStore for $store {
+            async fn put_opts(
+                &self,
+                location: &Path,
+                payload: PutPayload,
+                opts: PutOptions,
+            ) -> object_store::Result<PutResult> {
+                self.put_with(location, payload, opts).await
+            }
+
+            async fn put_multipart_opts(
+                &self,
+                location: &Path,
+                opts: PutMultipartOptions,
+            ) -> object_store::Result<Box<dyn MultipartUpload>> {
+                self.inner.put_multipart_opts(location, opts).await
+            }
+
+            async fn get_opts(
+                &self,
+                location: &Path,
+                options: GetOptions,
+            ) -> object_store::Result<GetResult> {
+                self.inner.get_opts(location, options).await
+            }
+
+            async fn delete(&self, location: &Path) -> object_store::Result<()> {
+                self.inner.delete(location).await
+            }
+
+            fn list(
+                &self,
+                prefix: Option<&Path>,
+            ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+                self.inner.list(prefix)
+            }
+
+            fn list_with_offset(
+                &self,
+                prefix: Option<&Path>,
+                offset: &Path,
+            ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+                self.inner.list_with_offset(prefix, offset)
+            }
+
+            async fn list_with_delimiter(
+                &self,
+                prefix: Option<&Path>,
+            ) -> object_store::Result<ListResult> {
+                self.inner.list_with_delimiter(prefix).await
+            }
+
+            async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+                self.inner.copy(from, to).await
+            }
+
+            async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+                self.inner.copy_if_not_exists(from, to).await
+            }
+        }
+    };
+}
+
+/// A store that ignores create-only semantics: `PutMode::Create` becomes
+/// an overwrite.
+#[derive(Debug)]
+pub struct IgnoresCreateOnly {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl IgnoresCreateOnly {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Self { inner }
+    }
+}
+
+impl fmt::Display for IgnoresCreateOnly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IgnoresCreateOnly({})", self.inner)
+    }
+}
+
+wrapping_store!(IgnoresCreateOnly);
+
+impl IgnoresCreateOnly {
+    async fn put_with(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let opts = PutOptions {
+            mode: object_store::PutMode::Overwrite,
+            ..opts
+        };
+        self.inner.put_opts(location, payload, opts).await
+    }
+}
+
+/// A store that refuses puts to paths containing `marker`.
+#[derive(Debug)]
+pub struct FailingPuts {
+    inner: Arc<dyn ObjectStore>,
+    marker: String,
+}
+
+impl FailingPuts {
+    /// Wraps `inner`, refusing puts whose path contains `marker`.
+    pub fn new(inner: Arc<dyn ObjectStore>, marker: impl Into<String>) -> Self {
+        Self {
+            inner,
+            marker: marker.into(),
+        }
+    }
+}
+
+impl fmt::Display for FailingPuts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FailingPuts({}, {:?})", self.inner, self.marker)
+    }
+}
+
+wrapping_store!(FailingPuts);
+
+impl FailingPuts {
+    async fn put_with(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        if location.as_ref().contains(&self.marker) {
+            return Err(object_store::Error::PermissionDenied {
+                path: location.to_string(),
+                source: format!("puts under {:?} are denied", self.marker).into(),
+            });
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+}
