@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use audit_core::AuditEvent;
 use audit_core::canonical::canonicalize;
 use audit_core::chain::{ChainHead, ChainId, Sealer, SignMode, Verifier, VerifyOptions};
 use audit_core::keys::{AuditSigner, Keyring};
-use audit_core::AuditEvent;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 
@@ -21,14 +21,22 @@ fn payload(n: u64) -> Value {
 }
 
 fn events(count: u64) -> Vec<AuditEvent> {
-    (0..count).map(|n| AuditEvent::new("governance.refusal", "agent:alice", payload(n)).unwrap()).collect()
+    (0..count)
+        .map(|n| AuditEvent::new("governance.refusal", "agent:alice", payload(n)).unwrap())
+        .collect()
 }
 
 fn bench_canonical(c: &mut Criterion) {
     let value = payload(7);
-    c.bench_function("canonicalize_300b_payload", |b| b.iter(|| canonicalize(&value).unwrap()));
+    c.bench_function("canonicalize_300b_payload", |b| {
+        b.iter(|| canonicalize(&value).unwrap())
+    });
     c.bench_function("build_event_300b_payload", |b| {
-        b.iter_batched(|| payload(7), |value| AuditEvent::new("governance.refusal", "agent:alice", value).unwrap(), BatchSize::SmallInput)
+        b.iter_batched(
+            || payload(7),
+            |value| AuditEvent::new("governance.refusal", "agent:alice", value).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
 }
 
@@ -40,12 +48,23 @@ fn bench_seal(c: &mut Criterion) {
     let chain = ChainId::new("bench").unwrap();
     let unsigned = Sealer::new(chain.clone(), None, SignMode::EveryRecord);
     let signed = Sealer::new(chain, Some(signer.clone()), SignMode::EveryRecord);
-    group.bench_function("unsigned", |b| b.iter(|| unsigned.seal_batch(ChainHead::EMPTY, &batch)));
-    group.bench_function("signed_parallel", |b| b.iter(|| signed.seal_batch(ChainHead::EMPTY, &batch)));
+    group.bench_function("unsigned", |b| {
+        b.iter(|| unsigned.seal_batch(ChainHead::EMPTY, &batch))
+    });
+    group.bench_function("signed_parallel", |b| {
+        b.iter(|| signed.seal_batch(ChainHead::EMPTY, &batch))
+    });
     group.bench_function("signed_sequential", |b| {
         b.iter(|| {
             let mut head = ChainHead::EMPTY;
-            batch.iter().map(|event| { let record = signed.seal(head, event); head = record.head(); record }).collect::<Vec<_>>()
+            batch
+                .iter()
+                .map(|event| {
+                    let record = signed.seal(head, event);
+                    head = record.head();
+                    record
+                })
+                .collect::<Vec<_>>()
         })
     });
     group.finish();
@@ -53,7 +72,11 @@ fn bench_seal(c: &mut Criterion) {
 
 fn bench_verify(c: &mut Criterion) {
     let signer = Arc::new(AuditSigner::generate());
-    let sealer = Sealer::new(ChainId::new("bench").unwrap(), Some(signer.clone()), SignMode::EveryRecord);
+    let sealer = Sealer::new(
+        ChainId::new("bench").unwrap(),
+        Some(signer.clone()),
+        SignMode::EveryRecord,
+    );
     let records = sealer.seal_batch(ChainHead::EMPTY, &events(4096));
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
@@ -62,7 +85,13 @@ fn bench_verify(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("verifier", |b| {
         b.iter(|| {
-            let mut verifier = Verifier::new(keyring.clone(), VerifyOptions { require_signed: true, ..VerifyOptions::default() });
+            let mut verifier = Verifier::new(
+                keyring.clone(),
+                VerifyOptions {
+                    require_signed: true,
+                    ..VerifyOptions::default()
+                },
+            );
             records.iter().for_each(|record| verifier.record(record));
             assert!(verifier.finish().is_ok());
         })
@@ -72,7 +101,8 @@ fn bench_verify(c: &mut Criterion) {
         b.iter(|| {
             for record in &records {
                 let signature = ed25519_dalek::Signature::from_bytes(record.sig.as_ref().unwrap());
-                key.verify_strict(record.hash.as_bytes(), &signature).unwrap();
+                key.verify_strict(record.hash.as_bytes(), &signature)
+                    .unwrap();
             }
         })
     });
