@@ -22,6 +22,10 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "journal")
+        })
         .collect();
     files.sort();
     files
@@ -203,6 +207,20 @@ async fn journals_that_others_can_write_are_refused() {
         "{error:?}"
     );
     assert!(error.to_string().contains("chmod go-w"));
+}
+
+#[tokio::test]
+async fn a_second_handle_on_the_same_directory_is_refused_until_the_first_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig::new(dir.path().join("j"));
+    let (journal, _) = Journal::open(config.clone()).unwrap();
+    let error = Journal::open(config.clone()).unwrap_err();
+    assert!(
+        matches!(error, JournalError::Locked { ref dir } if *dir == config.dir),
+        "{error:?}"
+    );
+    drop(journal);
+    assert!(Journal::open(config).is_ok());
 }
 
 #[tokio::test]

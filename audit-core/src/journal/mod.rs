@@ -17,7 +17,9 @@
 //! stops recovery with the file and offset, and nothing is deleted.
 //!
 //! The directory is created 0700 and its files 0600; an existing directory
-//! or file that group or others can write is refused.
+//! or file that group or others can write is refused. A `LOCK` file, locked
+//! while the journal is open, keeps a second process (or a second pipeline)
+//! from using the same directory.
 //!
 //! ```
 //! use audit_core::journal::{Journal, JournalConfig};
@@ -42,7 +44,7 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -147,6 +149,14 @@ pub enum JournalError {
         /// The first failure.
         detail: String,
     },
+    /// Another journal handle (in this or another process) holds the directory.
+    #[error(
+        "journal {dir} is in use by another process (its LOCK file is locked); one pipeline per journal directory"
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// The event can never fit the journal.
     #[error("event of {size} bytes can never fit a journal of at most {limit} bytes")]
     TooLarge {
@@ -223,6 +233,8 @@ struct WriteRequest {
 pub struct Journal {
     shared: Arc<Shared>,
     requests: std::sync::mpsc::Sender<WriteRequest>,
+    /// The directory's lock, released when the last handle is dropped.
+    _lock: Arc<fs::File>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -238,6 +250,7 @@ impl Journal {
     /// starts the writer thread.
     pub fn open(config: JournalConfig) -> Result<(Journal, Recovered), JournalError> {
         prepare_dir(&config.dir)?;
+        let lock = lock_dir(&config.dir)?;
         let segments = recovery::recover(&config.dir, config.limits)?;
         let mut table = Table {
             segments: BTreeMap::new(),
@@ -279,7 +292,14 @@ impl Journal {
             space: Notify::new(),
         });
         let requests = writer::spawn(shared.clone())?;
-        Ok((Journal { shared, requests }, recovered))
+        Ok((
+            Journal {
+                shared,
+                requests,
+                _lock: Arc::new(lock),
+            },
+            recovered,
+        ))
     }
 
     /// The journal directory.
@@ -397,6 +417,26 @@ fn prepare_dir(dir: &Path) -> Result<(), JournalError> {
             .map_err(|source| JournalError::io(dir, source))?;
     }
     check_private(dir)
+}
+
+/// Takes the directory's exclusive lock, so one journal handle at a time
+/// (across processes) owns its segments.
+fn lock_dir(dir: &Path) -> Result<fs::File, JournalError> {
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| JournalError::io(&path, source))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            dir: dir.to_owned(),
+        }),
+        Err(fs::TryLockError::Error(source)) => Err(JournalError::io(&path, source)),
+    }
 }
 
 /// Refuses a path that group or others can write.

@@ -50,7 +50,8 @@ pub(crate) fn settle(
     let mut seq_range: Option<(u64, u64)> = None;
     let mut chain = None;
     let mut replies = Vec::new();
-    for (envelope, outcome) in batch.into_iter().zip(outcomes) {
+    for (mut envelope, outcome) in batch.into_iter().zip(outcomes) {
+        envelope.release_journal_entry();
         let answer = match outcome {
             AppendOutcome::Appended(receipt) => {
                 appended += 1;
@@ -87,7 +88,8 @@ pub(crate) fn settle(
 }
 
 /// Settles a batch that was neither appended nor dead-lettered: counts it
-/// lost and logs every event in full at error level.
+/// lost and logs every event in full at error level. Journaled events stay
+/// in the journal, to be replayed at the next start.
 pub(crate) fn settle_lost(metrics: &PipelineMetrics, batch: Vec<Envelope>, reason: &str) {
     metrics.resolve(0, 0, batch.len() as u64);
     for envelope in batch {
@@ -109,7 +111,8 @@ pub(crate) fn settle_lost(metrics: &PipelineMetrics, batch: Vec<Envelope>, reaso
 /// Settles a batch written to the fallback file.
 pub(crate) fn settle_fallback(metrics: &PipelineMetrics, batch: Vec<Envelope>, reason: &str) {
     metrics.resolve(0, batch.len() as u64, 0);
-    for envelope in batch {
+    for mut envelope in batch {
+        envelope.release_journal_entry();
         if let Some(reply) = envelope.reply {
             let _ = reply.send(Err(SubmitError::DeadLettered {
                 reason: reason.to_owned(),

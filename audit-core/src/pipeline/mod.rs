@@ -92,11 +92,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use queue::AuditQueue;
+use queue::{Envelope, Journaled};
 pub use shutdown::{ShutdownReport, close_and_flush};
 
 use crate::chain::ChainId;
 use crate::dead_letter::FallbackFile;
 use crate::event::AuditEvent;
+use crate::journal::{Journal, JournalConfig, JournalError, Recovered};
 use crate::metrics::PipelineMetrics;
 use crate::retry::RetryPolicy;
 #[cfg(doc)]
@@ -152,6 +154,22 @@ pub enum SubmitError {
         /// Why, and where it is kept.
         reason: String,
     },
+    /// `submit_durable` on a pipeline built without a journal; the event is returned.
+    #[error("audit pipeline has no journal; event {} not admitted durably", event.id())]
+    NoJournal {
+        /// The refused event.
+        event: AuditEvent,
+    },
+    /// The journal could not keep the event (full, disk full, broken); the
+    /// event is returned so the caller can fail closed.
+    #[error("audit event {} not admitted: {source}", event.id())]
+    NotJournaled {
+        /// The refused event.
+        event: AuditEvent,
+        /// Why the journal refused it.
+        #[source]
+        source: JournalError,
+    },
     /// The event was neither appended nor dead-lettered (logged at error level).
     #[error("audit event lost: {reason}")]
     Lost {
@@ -161,12 +179,14 @@ pub enum SubmitError {
 }
 
 impl SubmitError {
-    /// The refused event, for `Full`, `Closed` and `Terminal`.
+    /// The refused event, for `Full`, `Closed`, `Terminal`, `NoJournal` and `NotJournaled`.
     pub fn into_event(self) -> Option<AuditEvent> {
         match self {
             SubmitError::Full { event }
             | SubmitError::Closed { event }
-            | SubmitError::Terminal { event } => Some(event),
+            | SubmitError::Terminal { event }
+            | SubmitError::NoJournal { event }
+            | SubmitError::NotJournaled { event, .. } => Some(event),
             SubmitError::DeadLettered { .. } | SubmitError::Lost { .. } => None,
         }
     }
@@ -179,6 +199,7 @@ pub struct PipelineBuilder {
     config: SupervisorConfig,
     backpressure: Backpressure,
     name: String,
+    journal: Option<(Journal, Recovered)>,
 }
 
 impl std::fmt::Debug for PipelineBuilder {
@@ -245,16 +266,28 @@ impl PipelineBuilder {
         self
     }
 
+    /// Opens the durable admission journal now, recovering what it holds:
+    /// the events found are delivered to the sink first, before any new
+    /// event (idempotently: sinks skip ids already in the chain), and
+    /// [`AuditQueue::submit_durable`] admits new ones through it. Fails
+    /// when the journal is corrupt (nothing deleted), insecure or unreadable.
+    pub fn journal(mut self, config: JournalConfig) -> Result<Self, JournalError> {
+        self.journal = Some(Journal::open(config)?);
+        Ok(self)
+    }
+
     /// Spawns the supervised drainer on the current tokio runtime.
     ///
     /// # Panics
     /// When called outside a tokio runtime (as `tokio::spawn` does).
     pub fn spawn(self) -> AuditPipeline {
         let metrics = Arc::new(PipelineMetrics::new(self.name));
-        let (queue, receiver) = queue::channel(self.backpressure, metrics.clone());
+        let (journal, recovered) = self.journal.unzip();
+        let (queue, receiver) = queue::channel(self.backpressure, metrics.clone(), journal.clone());
+        let backlog = recovered_backlog(journal, recovered, &metrics);
         let (stop, stop_signal) = oneshot::channel();
         let supervisor = Supervisor::new(self.factory, self.config, metrics.clone());
-        let join = tokio::spawn(supervisor.run(receiver, stop_signal));
+        let join = tokio::spawn(supervisor.run(backlog, receiver, stop_signal));
         AuditPipeline {
             queue: Some(queue),
             metrics,
@@ -262,6 +295,31 @@ impl PipelineBuilder {
             join: Some(join),
         }
     }
+}
+
+/// The events a journal held at open, admitted (counted submitted and in
+/// flight) ahead of everything else.
+fn recovered_backlog(
+    journal: Option<Journal>,
+    recovered: Option<Recovered>,
+    metrics: &PipelineMetrics,
+) -> Vec<Envelope> {
+    let (Some(journal), Some(recovered)) = (journal, recovered) else {
+        return Vec::new();
+    };
+    recovered
+        .events
+        .into_iter()
+        .map(|(event, ticket)| {
+            let mut envelope = Envelope::new(event, None);
+            envelope.journaled = Some(Journaled {
+                journal: journal.clone(),
+                ticket,
+            });
+            let _ = metrics.admit(|| Ok::<(), ()>(()));
+            envelope
+        })
+        .collect()
 }
 
 /// A running pipeline: hands out queues, reports metrics, shuts down.
@@ -292,6 +350,7 @@ impl AuditPipeline {
             config: SupervisorConfig::default(),
             backpressure: Backpressure::default(),
             name: "default".into(),
+            journal: None,
         }
     }
 

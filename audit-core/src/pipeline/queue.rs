@@ -6,16 +6,43 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Backpressure, SubmitError};
 use crate::event::AuditEvent;
+use crate::journal::{Journal, JournalTicket};
 use crate::metrics::PipelineMetrics;
 use crate::sink::Receipt;
 
 /// Where the drainer sends the outcome of a `submit_wait` event.
 pub(crate) type Reply = oneshot::Sender<Result<Receipt, SubmitError>>;
 
-/// One queued event, with the waiter of `submit_wait` if any.
+/// One queued event, with the waiter of `submit_wait` if any, and its
+/// journal entry when it was admitted durably.
 pub(crate) struct Envelope {
     pub(crate) event: AuditEvent,
     pub(crate) reply: Option<Reply>,
+    pub(crate) journaled: Option<Journaled>,
+}
+
+impl Envelope {
+    pub(crate) fn new(event: AuditEvent, reply: Option<Reply>) -> Self {
+        Self {
+            event,
+            reply,
+            journaled: None,
+        }
+    }
+
+    /// Tells the journal the event is settled (appended or dead-lettered),
+    /// so its segment can be deleted once all its events are.
+    pub(crate) fn release_journal_entry(&mut self) {
+        if let Some(Journaled { journal, ticket }) = self.journaled.take() {
+            journal.resolve(ticket);
+        }
+    }
+}
+
+/// Where a durably admitted event sits in the journal.
+pub(crate) struct Journaled {
+    pub(crate) journal: Journal,
+    pub(crate) ticket: JournalTicket,
 }
 
 /// Why an envelope could not be queued.
@@ -62,6 +89,7 @@ impl Receiver {
 pub(crate) fn channel(
     backpressure: Backpressure,
     metrics: Arc<PipelineMetrics>,
+    journal: Option<Journal>,
 ) -> (AuditQueue, Receiver) {
     let (sender, receiver) = match backpressure {
         Backpressure::Unbounded => {
@@ -74,7 +102,14 @@ pub(crate) fn channel(
             (Sender::Bounded { tx, block }, Receiver::Bounded(rx))
         }
     };
-    (AuditQueue { sender, metrics }, receiver)
+    (
+        AuditQueue {
+            sender,
+            metrics,
+            journal,
+        },
+        receiver,
+    )
 }
 
 /// The producer handle of a pipeline: cheap to clone, `Send + Sync`.
@@ -85,6 +120,7 @@ pub(crate) fn channel(
 pub struct AuditQueue {
     sender: Sender,
     metrics: Arc<PipelineMetrics>,
+    journal: Option<Journal>,
 }
 
 impl std::fmt::Debug for AuditQueue {
@@ -104,7 +140,7 @@ impl AuditQueue {
     /// is the last place the event exists. Callers that want the event back
     /// use [`try_submit`](Self::try_submit).
     pub fn submit(&self, event: AuditEvent) -> bool {
-        let envelope = Envelope { event, reply: None };
+        let envelope = Envelope::new(event, None);
         match self.enqueue_now(envelope) {
             Ok(()) => true,
             Err((envelope, refusal)) => {
@@ -132,14 +168,14 @@ impl AuditQueue {
     /// `submitted`.
     pub fn try_submit(&self, event: AuditEvent) -> Result<(), SubmitError> {
         self.refuse_if_terminal(event)
-            .and_then(|event| self.enqueue_or_return(Envelope { event, reply: None }))
+            .and_then(|event| self.enqueue_or_return(Envelope::new(event, None)))
     }
 
     /// Queues `event`, waiting for room in [`Backpressure::Block`] mode;
     /// otherwise like [`try_submit`](Self::try_submit).
     pub async fn submit_async(&self, event: AuditEvent) -> Result<(), SubmitError> {
         let event = self.refuse_if_terminal(event)?;
-        self.enqueue_waiting(Envelope { event, reply: None }).await
+        self.enqueue_waiting(Envelope::new(event, None)).await
     }
 
     /// Queues `event` (waiting for room in `Block` mode) and resolves once
@@ -150,16 +186,43 @@ impl AuditQueue {
     /// the event.
     pub async fn submit_wait(&self, event: AuditEvent) -> Result<Receipt, SubmitError> {
         let (reply, outcome) = oneshot::channel();
-        self.enqueue_waiting(Envelope {
-            event,
-            reply: Some(reply),
-        })
-        .await?;
+        self.enqueue_waiting(Envelope::new(event, Some(reply)))
+            .await?;
         outcome.await.unwrap_or_else(|_| {
             Err(SubmitError::Lost {
                 reason: "the pipeline's drainer stopped before resolving the event".into(),
             })
         })
+    }
+
+    /// Writes `event` to the pipeline's journal and resolves once it is on
+    /// disk (one fsync shared by every event admitted at that moment), then
+    /// queues it (waiting for room in `Block` mode). From then on the event
+    /// survives a crash: it is replayed into the sink when the pipeline is
+    /// next built with the same journal. Refusals give the event back:
+    /// [`SubmitError::NoJournal`], [`SubmitError::NotJournaled`] (e.g. the
+    /// journal is full in [`WhenFull::Reject`](crate::journal::WhenFull)
+    /// mode, or the disk is full: fail closed), and those of
+    /// [`submit_async`](Self::submit_async).
+    pub async fn submit_durable(&self, event: AuditEvent) -> Result<(), SubmitError> {
+        let Some(journal) = &self.journal else {
+            self.metrics.send_failure();
+            return Err(SubmitError::NoJournal { event });
+        };
+        let event = self.refuse_if_terminal(event)?;
+        let ticket = match journal.append(&event).await {
+            Ok(ticket) => ticket,
+            Err(source) => {
+                self.metrics.send_failure();
+                return Err(SubmitError::NotJournaled { event, source });
+            }
+        };
+        let mut envelope = Envelope::new(event, None);
+        envelope.journaled = Some(Journaled {
+            journal: journal.clone(),
+            ticket,
+        });
+        self.enqueue_waiting(envelope).await
     }
 
     /// The pipeline's metrics.

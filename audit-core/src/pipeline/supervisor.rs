@@ -92,11 +92,13 @@ impl Supervisor {
     /// the queue clones may still be in use.
     pub(crate) async fn run(
         mut self,
+        backlog: Vec<Envelope>,
         mut receiver: Receiver,
         stop: oneshot::Receiver<()>,
     ) -> SupervisorExit {
         let mut stop = Some(stop);
         let (max_batch, linger) = (self.config.max_batch, self.config.linger);
+        self.deliver_backlog(backlog).await;
         let mut batch = Vec::with_capacity(max_batch.min(4096));
         loop {
             match stop.as_mut() {
@@ -125,6 +127,26 @@ impl Supervisor {
         let exit = self.close_sink().await;
         self.metrics.publish();
         exit
+    }
+
+    /// Delivers events recovered from the journal, in order, before any
+    /// new event.
+    async fn deliver_backlog(&mut self, backlog: Vec<Envelope>) {
+        if backlog.is_empty() {
+            return;
+        }
+        tracing::info!(
+            pipeline = self.metrics.name(),
+            events = backlog.len(),
+            "replaying events recovered from the journal"
+        );
+        let mut backlog = backlog.into_iter().peekable();
+        while backlog.peek().is_some() {
+            let batch: Vec<Envelope> = backlog.by_ref().take(self.config.max_batch).collect();
+            self.metrics.dequeued(batch.len());
+            self.deliver(batch).await;
+            self.metrics.publish();
+        }
     }
 
     /// Appends one batch, retrying on fresh sinks, falling back past
