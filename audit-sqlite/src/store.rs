@@ -187,13 +187,23 @@ pub fn sink_factory(
 /// then sets WAL, durability and busy timeout and creates or migrates the
 /// schema.
 pub(crate) fn open_writer(path: &Path, options: SqliteOptions) -> Result<Connection, SqliteError> {
-    if path.exists() {
-        schema::inspect_file(path)?;
-    }
+    let current = if path.exists() {
+        Some(schema::inspect_file(path)?)
+    } else {
+        None
+    };
     let mut connection =
         Connection::open(path).map_err(SqliteError::sqlite(path, "opening read-write"))?;
     configure(&connection, path, options)?;
-    schema::create_or_migrate(&mut connection, path)?;
+    let up_to_date = matches!(
+        current,
+        Some(schema::SchemaState::Audit {
+            schema_version: Some(_)
+        })
+    );
+    if !up_to_date {
+        schema::create_or_migrate(&mut connection, path)?;
+    }
     connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
 }
