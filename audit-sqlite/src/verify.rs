@@ -72,10 +72,10 @@ pub fn count_records(path: &Path) -> Result<u64, SqliteError> {
 /// Reads every chain of the file in seq order, without verifying, and
 /// hands each record to `each` (e.g. to export it). Undecodable rows are
 /// returned as errors.
-pub fn for_each_record(
+pub fn for_each_record<E: From<SqliteError>>(
     path: &Path,
-    mut each: impl FnMut(&Record) -> Result<(), SqliteError>,
-) -> Result<(), SqliteError> {
+    mut each: impl FnMut(&Record) -> Result<(), E>,
+) -> Result<(), E> {
     schema::inspect_file(path)?;
     let connection = schema::open_read_only(path)?;
     for chain_name in chain_names(&connection, path)? {
