@@ -187,12 +187,9 @@ impl LocalJsonl {
             return Ok(ChainHead::EMPTY);
         }
         let previous = from - 1;
-        let holder = segments
-            .iter()
-            .filter(|path| {
-                jsonl::seq_of_name(&path.to_string_lossy()).is_some_and(|first| first <= previous)
-            })
-            .next_back();
+        let holder = segments.iter().rfind(|path| {
+            jsonl::seq_of_name(&path.to_string_lossy()).is_some_and(|first| first <= previous)
+        });
         let mut head = None;
         if let Some(path) = holder {
             self.read_segment(chain, path, &mut |decoded| {
