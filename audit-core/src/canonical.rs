@@ -33,8 +33,8 @@ pub(crate) fn serialize_checked<T: serde::Serialize>(value: &T) -> Result<String
     })
 }
 
-/// Checks that every number inside `value` is exactly representable as an
-/// IEEE-754 double; `path` names `value` in the error (a JSONPath such as
+/// Checks that every integer inside `value` is exactly representable as an
+/// IEEE-754 double (floats parsed by serde_json always are); `path` names `value` in the error (a JSONPath such as
 /// `$.payload.count`).
 pub fn check_numbers(value: &Value, path: &str) -> Result<(), EventError> {
     match value {
@@ -51,10 +51,16 @@ pub fn check_numbers(value: &Value, path: &str) -> Result<(), EventError> {
 }
 
 fn check_number(number: &serde_json::Number, path: &str) -> Result<(), EventError> {
-    let unsafe_integer = match (number.as_u64(), number.as_i64()) {
-        (Some(unsigned), _) => unsigned > MAX_SAFE_INTEGER,
-        (None, Some(signed)) => signed.unsigned_abs() > MAX_SAFE_INTEGER,
-        (None, None) => false,
+    // Without serde_json's `arbitrary_precision`, a number is a u64, an i64
+    // or a finite f64. Integers beyond 2^53 are refused; so are integral
+    // floats beyond 2^53 that JCS would write as such an integer (below
+    // 1e21 it writes no exponent), since their canonical form would be
+    // refused when read back.
+    let unsafe_integer = match (number.as_u64(), number.as_i64(), number.as_f64()) {
+        (Some(unsigned), _, _) => unsigned > MAX_SAFE_INTEGER,
+        (None, Some(signed), _) => signed.unsigned_abs() > MAX_SAFE_INTEGER,
+        (None, None, Some(float)) => is_unsafe_integral_float(float),
+        (None, None, None) => false,
     };
     if unsafe_integer {
         return Err(EventError::UnsafeInteger {
@@ -62,13 +68,13 @@ fn check_number(number: &serde_json::Number, path: &str) -> Result<(), EventErro
             number: number.to_string(),
         });
     }
-    match number.as_f64() {
-        Some(float) if float.is_finite() => Ok(()),
-        _ => Err(EventError::UnrepresentableNumber {
-            path: path.to_owned(),
-            number: number.to_string(),
-        }),
-    }
+    Ok(())
+}
+
+/// Whether JCS would write `float` as an integer literal beyond ±2^53.
+fn is_unsafe_integral_float(float: f64) -> bool {
+    let magnitude = float.abs();
+    float.fract() == 0.0 && magnitude > MAX_SAFE_INTEGER as f64 && magnitude < 1e21
 }
 
 #[cfg(test)]
@@ -89,6 +95,17 @@ mod tests {
         let error = canonicalize(&json!(-9007199254740993i64)).unwrap_err();
         assert!(
             matches!(error, EventError::UnsafeInteger { ref number, .. } if number == "-9007199254740993")
+        );
+    }
+
+    #[test]
+    fn integral_floats_that_jcs_writes_as_unsafe_integers_are_refused() {
+        let error = canonicalize(&json!({"f": 8.802080337490749e16})).unwrap_err();
+        assert!(matches!(error, EventError::UnsafeInteger { ref path, .. } if path == "$.f"));
+        assert_eq!(canonicalize(&json!(1e21)).unwrap(), "1e+21");
+        assert_eq!(
+            canonicalize(&json!(9007199254740992.0)).unwrap(),
+            "9007199254740992"
         );
     }
 

@@ -44,14 +44,6 @@ pub enum EventError {
         /// The number as written.
         number: String,
     },
-    /// A number that is not a finite double.
-    #[error("number {number} at {path} is not a finite IEEE-754 double")]
-    UnrepresentableNumber {
-        /// JSONPath of the number.
-        path: String,
-        /// The number as written.
-        number: String,
-    },
     /// The canonical bytes exceed the configured limit.
     #[error("canonical event is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {

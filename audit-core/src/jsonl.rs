@@ -178,3 +178,113 @@ pub fn seq_of_name(name: &str) -> Option<u64> {
     }
     digits.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{ChainHead, Sealer, SignMode};
+    use crate::keys::AuditSigner;
+    use std::sync::Arc;
+
+    fn signed_record() -> Record {
+        let sealer = Sealer::new(
+            ChainId::new("c").unwrap(),
+            Some(Arc::new(AuditSigner::generate())),
+            SignMode::EveryRecord,
+        );
+        let event = crate::AuditEvent::new("t", "a", serde_json::json!({"k": "v"})).unwrap();
+        sealer.seal(ChainHead::EMPTY, &event)
+    }
+
+    #[test]
+    fn signed_records_round_trip_without_their_columns() {
+        let record = signed_record();
+        let decoded = decode_record(&encode_record(&record)).unwrap();
+        assert_eq!(
+            decoded,
+            Record {
+                columns: None,
+                ..record
+            }
+        );
+    }
+
+    #[test]
+    fn lines_list_members_in_the_format_order() {
+        let line = encode_record(&signed_record());
+        let order = [
+            "\"v\":1",
+            "\"chain\":",
+            "\"seq\":",
+            "\"event\":{",
+            "\"event_hash\":",
+            "\"prev\":",
+            "\"hash\":",
+            "\"key_id\":",
+            "\"sig\":",
+        ];
+        let positions: Vec<usize> = order
+            .iter()
+            .map(|member| line.find(member).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "{line}");
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_the_member_named() {
+        let line = encode_record(&signed_record());
+        let cases = [
+            (
+                line.replace("\"v\":1", "\"v\":2"),
+                "unknown format version 2",
+            ),
+            (
+                line.replacen("\"chain\":\"c\"", "\"chain\":\"a b\"", 1),
+                "chain name",
+            ),
+            (
+                line.replacen("\"prev\":\"00", "\"prev\":\"zz", 1),
+                "member `prev`",
+            ),
+            (
+                line.replacen("\"sig\":\"", "\"sig\":\"00", 1),
+                "member `sig`",
+            ),
+            ("{}".to_owned(), "missing field"),
+        ];
+        for (bad, needle) in cases {
+            let error = decode_record(&bad).unwrap_err();
+            assert_eq!(error.what, "record line");
+            assert!(error.to_string().contains(needle), "{error} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_bad_ones_are_refused() {
+        let signer = AuditSigner::generate();
+        let checkpoint = Checkpoint::sign(
+            &ChainId::new("c").unwrap(),
+            ChainHead {
+                seq: 9,
+                hash: Digest([7; 32]),
+            },
+            &signer,
+        );
+        let text = encode_checkpoint(&checkpoint);
+        assert_eq!(decode_checkpoint(&text).unwrap(), checkpoint);
+        let error = decode_checkpoint(&text.replace("\"head\":\"07", "\"head\":\"7")).unwrap_err();
+        assert_eq!(error.what, "checkpoint");
+        assert!(error.to_string().contains("member `head`"));
+    }
+
+    #[test]
+    fn object_names_are_zero_padded_and_parse_back() {
+        assert_eq!(segment_name(42), "00000000000000000042.jsonl");
+        assert_eq!(
+            seq_of_name("p/c/records/00000000000000000042.jsonl"),
+            Some(42)
+        );
+        assert_eq!(seq_of_name(&checkpoint_name(7)), Some(7));
+        assert_eq!(seq_of_name("42.jsonl"), None);
+    }
+}

@@ -321,3 +321,30 @@ fn truncated_jsonl_chain_is_caught_by_external_checkpoints() {
         .collect();
     assert_eq!(truncated, [250, 300]);
 }
+
+#[test]
+fn jsonl_codec_reencodes_every_vector_line_and_checkpoint_byte_for_byte() {
+    let dir = vectors().join("good/jsonl/default");
+    let mut lines = 0;
+    for entry in std::fs::read_dir(dir.join("records")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.split_inclusive('\n') {
+            assert_eq!(
+                jsonl::encode_record(&jsonl::decode_record(line).unwrap()),
+                line
+            );
+            lines += 1;
+        }
+    }
+    assert_eq!(lines, 300);
+    for entry in std::fs::read_dir(dir.join("checkpoints")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let checkpoint = jsonl::decode_checkpoint(&text).unwrap();
+        assert_eq!(jsonl::encode_checkpoint(&checkpoint), text.trim_end());
+        assert_eq!(
+            jsonl::checkpoint_name(checkpoint.seq),
+            path.file_name().unwrap().to_str().unwrap()
+        );
+    }
+}

@@ -20,7 +20,7 @@ use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Serialize;
 
-use super::{ChainHead, Checkpoint, Record, record_hash};
+use super::{ChainHead, ChainId, Checkpoint, Record, record_hash};
 use crate::digest::Digest;
 use crate::error::EventError;
 use crate::event::{AuditEvent, EventLimits};
@@ -208,6 +208,12 @@ impl Verifier {
             pending: Vec::with_capacity(SIGNATURE_BATCH),
             failures: Vec::new(),
         }
+    }
+
+    /// Names a chain that must be checked even if it has no record, so that
+    /// an emptied chain still fails [`VerifyOptions::expect_head`].
+    pub fn expect_chain(&mut self, chain: &ChainId) {
+        self.state(chain.as_str());
     }
 
     /// Takes a checkpoint; give each before the record at its seq.
