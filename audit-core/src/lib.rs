@@ -7,6 +7,7 @@
 //! - [`canonical`]: RFC 8785 canonical JSON and the number rule;
 //! - [`chain`]: records, sealing, checkpoints and verification (FORMAT.md v1);
 //! - [`keys`]: Ed25519 keys, PEM files, key ids and keyrings;
+//! - [`journal`]: the durable admission journal;
 //! - [`jsonl`]: the JSONL line codec of the object-store layout;
 //! - [`sink`]: the async sink contract;
 //! - [`chain_writer`]: the policy shared by chain sinks over a [`chain_writer::ChainStore`];
@@ -23,6 +24,7 @@ pub mod dead_letter;
 pub mod digest;
 pub mod error;
 pub mod event;
+pub mod journal;
 pub mod jsonl;
 pub mod keys;
 pub mod retry;

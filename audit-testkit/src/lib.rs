@@ -1,3 +1,5 @@
 //! audit-testkit
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod servers;

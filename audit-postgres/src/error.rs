@@ -1,0 +1,303 @@
+//! Errors of the PostgreSQL backend, and their classification for the
+//! retry policy by SQLSTATE (never by message text).
+//!
+//! | SQLSTATE / condition | class |
+//! |---|---|
+//! | `23505` unique violation, `40001` serialization failure, `40P01` deadlock | [`ErrorClass::Conflict`] |
+//! | class `08` (connection exception), `57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now, `57P05` idle session timeout, `57014` query canceled, `53300` too many connections, `55P03` lock not available | [`ErrorClass::Transient`] |
+//! | connection closed, I/O error, connect timeout | [`ErrorClass::Transient`] |
+//! | anything else (permissions, authentication, missing database, schema) | [`ErrorClass::Permanent`] |
+//!
+//! A transient error reaches the pipeline's supervisor, which rebuilds the
+//! sink from its factory (that is, reconnects) with backoff.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use audit_core::sink::{ErrorClass, SinkError};
+use tokio_postgres::error::SqlState;
+
+/// What went wrong talking to PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostgresError {
+    /// The connection URL does not parse.
+    #[error("invalid PostgreSQL URL {url}: {detail}")]
+    BadUrl {
+        /// The URL, its password removed.
+        url: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The URL asks for TLS (`sslmode=require`) but no TLS connector was given.
+    #[error(
+        "{target}: sslmode=require needs a TLS connector; connect with `PostgresStore::connect_with_tls` (any `tokio_postgres::tls::MakeTlsConnect`), or use sslmode=disable/prefer"
+    )]
+    TlsNotConfigured {
+        /// The server.
+        target: String,
+    },
+    /// The server did not answer within the connect timeout.
+    #[error("{target}: no connection within {after:?}")]
+    ConnectTimeout {
+        /// The server.
+        target: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The server refused the credentials.
+    #[error("{target}: authentication failed for user {user:?}: {detail}")]
+    AuthenticationFailed {
+        /// The server.
+        target: String,
+        /// The user.
+        user: String,
+        /// The server's message.
+        detail: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database named in the URL does not exist.
+    #[error("{target}: database {database:?} does not exist: {detail}")]
+    MissingDatabase {
+        /// The server.
+        target: String,
+        /// The database.
+        database: String,
+        /// The server's message.
+        detail: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Connecting failed otherwise (server down, refused, TLS).
+    #[error("{target}: cannot connect: {detail}")]
+    Connect {
+        /// The server.
+        target: String,
+        /// What went wrong.
+        detail: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A statement failed.
+    #[error("{target}: {action} failed: {detail}")]
+    Query {
+        /// The server.
+        target: String,
+        /// What was being done, e.g. `appending a batch`.
+        action: &'static str,
+        /// What went wrong.
+        detail: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database holds audit tables of another format.
+    #[error(
+        "{target}: audit_meta says format {found:?}; this library reads format 1 only and leaves the database untouched"
+    )]
+    UnknownFormat {
+        /// The server.
+        target: String,
+        /// The stored format.
+        found: String,
+    },
+    /// The schema is newer than this library.
+    #[error(
+        "{target}: schema version {found} is newer than the supported version {supported}; upgrade the library (the database was not modified)"
+    )]
+    NewerSchema {
+        /// The server.
+        target: String,
+        /// The stored version.
+        found: String,
+        /// The newest version this library knows.
+        supported: u32,
+    },
+    /// Tables that are not ours (or a damaged schema) are in the way.
+    #[error("{target}: not a deferred-audit database: {detail} (the database was not modified)")]
+    ForeignSchema {
+        /// The server.
+        target: String,
+        /// What was found.
+        detail: String,
+    },
+    /// The schema is missing and this user may not create it.
+    #[error(
+        "{target}: the audit schema is missing and could not be created ({detail}); create it once as a user with CREATE privilege, then grant this user SELECT, INSERT, UPDATE, DELETE on the audit_* tables"
+    )]
+    CannotCreateSchema {
+        /// The server.
+        target: String,
+        /// The server's message.
+        detail: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A stored value cannot be decoded (e.g. a head row of the wrong shape).
+    #[error("{target}: corrupt data: {detail}")]
+    Corrupt {
+        /// The server.
+        target: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Sealing a batch on the blocking pool failed (it panicked or was cancelled).
+    #[error("{target}: sealing a batch failed: {detail}")]
+    Sealing {
+        /// The server.
+        target: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl PostgresError {
+    /// How the retry policy treats this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PostgresError::ConnectTimeout { .. } => ErrorClass::Transient,
+            PostgresError::Connect { source, .. } | PostgresError::Query { source, .. } => {
+                classify(source)
+            }
+            _ => ErrorClass::Permanent,
+        }
+    }
+
+    /// The server this error is about (`postgres://user@host:port/db`).
+    pub fn target(&self) -> &str {
+        match self {
+            PostgresError::BadUrl { url, .. } => url,
+            PostgresError::TlsNotConfigured { target }
+            | PostgresError::ConnectTimeout { target, .. }
+            | PostgresError::AuthenticationFailed { target, .. }
+            | PostgresError::MissingDatabase { target, .. }
+            | PostgresError::Connect { target, .. }
+            | PostgresError::Query { target, .. }
+            | PostgresError::UnknownFormat { target, .. }
+            | PostgresError::NewerSchema { target, .. }
+            | PostgresError::ForeignSchema { target, .. }
+            | PostgresError::CannotCreateSchema { target, .. }
+            | PostgresError::Corrupt { target, .. }
+            | PostgresError::Sealing { target, .. } => target,
+        }
+    }
+
+    /// A [`PostgresError::Query`] for `action`.
+    pub(crate) fn query(
+        target: &str,
+        action: &'static str,
+    ) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        let target = target.to_owned();
+        move |source| PostgresError::Query {
+            target,
+            action,
+            detail: detail_of(&source),
+            source,
+        }
+    }
+}
+
+impl From<PostgresError> for SinkError {
+    fn from(error: PostgresError) -> Self {
+        SinkError::new(error.target().to_owned(), error.class(), error.to_string())
+            .with_source(error)
+    }
+}
+
+/// The class of a driver error: by SQLSTATE for server errors, by kind
+/// (closed connection, I/O) for the others.
+pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
+    if let Some(code) = error.code() {
+        return classify_sqlstate(code);
+    }
+    let io_error = error
+        .source()
+        .is_some_and(|source| source.is::<std::io::Error>());
+    if error.is_closed() || io_error {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
+    }
+}
+
+/// The class of a SQLSTATE (see the module docs for the table).
+pub fn classify_sqlstate(code: &SqlState) -> ErrorClass {
+    const CONFLICTS: [SqlState; 3] = [
+        SqlState::UNIQUE_VIOLATION,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+    ];
+    const TRANSIENT: [SqlState; 7] = [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::IDLE_SESSION_TIMEOUT,
+        SqlState::QUERY_CANCELED,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::LOCK_NOT_AVAILABLE,
+    ];
+    if CONFLICTS.contains(code) {
+        ErrorClass::Conflict
+    } else if TRANSIENT.contains(code) || code.code().starts_with("08") {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
+    }
+}
+
+/// A readable description of a driver error: the server's message (with
+/// SQLSTATE, detail and hint) or the driver's error and its cause.
+pub(crate) fn detail_of(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} ({}): {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; detail: {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    match error.source() {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_the_documented_classes() {
+        assert_eq!(
+            classify_sqlstate(&SqlState::UNIQUE_VIOLATION),
+            ErrorClass::Conflict
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::T_R_DEADLOCK_DETECTED),
+            ErrorClass::Conflict
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::ADMIN_SHUTDOWN),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::CONNECTION_FAILURE),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::INSUFFICIENT_PRIVILEGE),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            classify_sqlstate(&SqlState::INVALID_PASSWORD),
+            ErrorClass::Permanent
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! The sink against a real PostgreSQL server: appends, idempotent ids,
+//! dead letters and replay, checkpoints, concurrent writers.
+
+mod common;
+
+use std::sync::Arc;
+
+use audit_core::chain::ChainId;
+use audit_core::chain_writer::ChainStore;
+use audit_core::dead_letter::DeadLetter;
+use audit_core::keys::AuditSigner;
+use audit_core::sink::{AppendOutcome, AuditSink};
+use common::{chain_options, events, server, sink, verify};
+
+fn receipts(outcomes: &[AppendOutcome]) -> Vec<(u64, bool)> {
+    outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            AppendOutcome::Appended(receipt) => (receipt.seq, receipt.already_present),
+            AppendOutcome::DeadLettered { reason } => panic!("dead-lettered: {reason}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_append_in_order_and_the_chain_verifies() {
+    let (_server, url) = server();
+    let signer = Arc::new(AuditSigner::generate());
+    let mut sink = sink(&url, chain_options("main", &signer)).await;
+    let first = sink.append_batch(&events(0, 3)).await.unwrap();
+    let second = sink.append_batch(&events(3, 500)).await.unwrap();
+    assert_eq!(receipts(&first), vec![(1, false), (2, false), (3, false)]);
+    assert_eq!(receipts(&second).last(), Some(&(503, false)));
+    let report = verify(&url, &signer).await;
+    assert!(report.is_ok(), "{:?}", report.failures);
+    assert_eq!(report.records, 503);
+    assert_eq!(report.chains["main"].head_seq, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_event_ids_get_their_existing_record() {
+    let (_server, url) = server();
+    let signer = Arc::new(AuditSigner::generate());
+    let mut sink = sink(&url, chain_options("main", &signer)).await;
+    let batch = events(0, 4);
+    sink.append_batch(&batch[..2]).await.unwrap();
+    // Two known ids, two new ones, and one of the new ones twice.
+    let mut retry = batch.clone();
+    retry.push(batch[3].clone());
+    let outcomes = sink.append_batch(&retry).await.unwrap();
+    assert_eq!(
+        receipts(&outcomes),
+        vec![(1, true), (2, true), (3, false), (4, false), (4, true)]
+    );
+    let report = verify(&url, &signer).await;
+    assert!(report.is_ok(), "{:?}", report.failures);
+    assert_eq!(report.records, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_replayed_once() {
+    let (_server, url) = server();
+    let signer = Arc::new(AuditSigner::generate());
+    let options = chain_options("main", &signer);
+    let chain = options.chain.clone();
+    let mut sink = sink(&url, options).await;
+    let batch = events(0, 5);
+    sink.append_batch(&batch[..1]).await.unwrap();
+    let letters: Vec<DeadLetter> = batch
+        .iter()
+        .map(|event| DeadLetter::new(&chain, event, "server down", 3))
+        .collect();
+    sink.store_mut().dead_letter(&letters).await.unwrap();
+    let listed = sink.store().list_dead_letters(Some(&chain)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.letter.clone()).collect::<Vec<_>>(),
+        letters
+    );
+    let other = ChainId::new("other").unwrap();
+    assert!(
+        sink.store()
+            .list_dead_letters(Some(&other))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let sealer = sink.options().sealer();
+    let report = sink.store_mut().replay_dead_letters(&sealer).await.unwrap();
+    assert_eq!((report.appended, report.already_present), (4, 1));
+    assert!(report.invalid.is_empty());
+    assert!(
+        sink.store()
+            .list_dead_letters(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = sink.store_mut().replay_dead_letters(&sealer).await.unwrap();
+    assert_eq!((again.appended, again.already_present), (0, 0));
+
+    let report = verify(&url, &signer).await;
+    assert!(report.is_ok(), "{:?}", report.failures);
+    assert_eq!(report.records, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_stored_and_checked_by_verification() {
+    let (_server, url) = server();
+    let signer = Arc::new(AuditSigner::generate());
+    let mut sink = sink(&url, chain_options("main", &signer)).await;
+    sink.append_batch(&events(0, 10)).await.unwrap();
+    let checkpoint = sink.checkpoint().await.unwrap().expect("a checkpoint");
+    assert_eq!(checkpoint.seq, 10);
+    assert_eq!(
+        sink.checkpoint().await.unwrap(),
+        None,
+        "no new records, no new checkpoint"
+    );
+    let report = verify(&url, &signer).await;
+    assert!(report.is_ok(), "{:?}", report.failures);
+    assert_eq!(report.checkpoints, 1);
+
+    // Truncating the chain below the checkpoint is detected.
+    sink.store()
+        .client()
+        .execute("DELETE FROM audit_records WHERE seq > 8", &[])
+        .await
+        .unwrap();
+    let report = verify(&url, &signer).await;
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.kind == audit_core::chain::FailureKind::Truncated),
+        "{:?}",
+        report.failures
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sinks_in_one_process_never_fork_the_chain() {
+    let (_server, url) = server();
+    let signer = Arc::new(AuditSigner::generate());
+    let mut tasks = Vec::new();
+    for writer in 0..4 {
+        let url = url.clone();
+        let options = chain_options("shared", &signer);
+        tasks.push(tokio::spawn(async move {
+            let mut sink = common::sink(&url, options).await;
+            for batch in 0..10 {
+                let outcomes = sink
+                    .append_batch(&events(writer * 1000 + batch * 50, 50))
+                    .await
+                    .unwrap();
+                assert!(receipts(&outcomes).iter().all(|(_, known)| !known));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let report = verify(&url, &signer).await;
+    assert!(report.is_ok(), "{:?}", report.failures);
+    assert_eq!(report.records, 2000);
+    let head = {
+        let mut sink = sink(&url, chain_options("shared", &signer)).await;
+        sink.store_mut()
+            .head(&ChainId::new("shared").unwrap())
+            .await
+            .unwrap()
+    };
+    assert_eq!(head.seq, 2000);
+}
