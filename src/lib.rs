@@ -1,27 +1,34 @@
-//! # deferred-audit
+#![doc = include_str!("../README.md")]
 //!
-//! Durable, tamper-evident audit logging for Rust services: producers
-//! submit events to a non-blocking queue, a supervised drainer appends them
-//! in batches to a signed SHA-256 hash chain, with dead letters for what
-//! cannot be appended. The format is specified in `docs/FORMAT.md`.
+//! ## Cargo features
 //!
-//! This facade re-exports [`audit_core`] (as [`core`]) and, per cargo
-//! feature, the backends:
+//! - `sqlite` (default): the embedded SQLite chain sink, as [`sqlite`];
+//! - `postgres`: the PostgreSQL chain sink, as [`postgres`];
+//! - `s3`: the JSONL archive on any `object_store` backend, as [`s3`].
 //!
-//! | feature | module | backend |
-//! |---|---|---|
-//! | `sqlite` (default) | `sqlite` | the embedded SQLite chain sink |
-//! | `postgres` | `postgres` | the PostgreSQL chain sink |
-//! | `s3` | `s3` | the JSONL archive on any object store |
-//!
-//! See `examples/governance_hook.rs` for a storage layer whose governance
-//! hook audits refusals from inside its write lock.
+//! Everything else (events, the chain format, keys, the pipeline, metrics,
+//! the tee) comes from [`core`], with the most used items re-exported here.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub use audit_core as core;
-pub use audit_core::{AuditEvent, ChainHead, ChainId, Checkpoint, Digest, Record};
+pub use audit_core::metrics::{MetricsSnapshot, PipelineMetrics};
+pub use audit_core::pipeline::{
+    AuditPipeline, AuditQueue, Backpressure, ShutdownReport, SubmitError, close_and_flush,
+};
+pub use audit_core::sink::{AppendOutcome, AuditSink, Receipt, SinkError, SinkFactory};
+pub use audit_core::tee::Tee;
+pub use audit_core::{AuditEvent, ChainId};
 
 /// The embedded SQLite chain sink (feature `sqlite`).
 #[cfg(feature = "sqlite")]
 pub use audit_sqlite as sqlite;
+
+/// The PostgreSQL chain sink (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub use audit_postgres as postgres;
+
+/// The JSONL archive on object stores (feature `s3`).
+#[cfg(feature = "s3")]
+pub use audit_s3_jsonl as s3;

@@ -12,7 +12,10 @@
 //! - [`sink`]: the async sink contract;
 //! - [`chain_writer`]: the policy shared by chain sinks over a [`chain_writer::ChainStore`];
 //! - [`dead_letter`]: dead letters and the fallback file;
-//! - [`retry`]: capped exponential backoff.
+//! - [`retry`]: capped exponential backoff;
+//! - [`pipeline`]: the queue, the batching drainer and its supervisor;
+//! - [`metrics`]: pipeline counters and the accounting invariant;
+//! - [`tee`]: a sink that also writes to mirrors.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -27,8 +30,11 @@ pub mod event;
 pub mod journal;
 pub mod jsonl;
 pub mod keys;
+pub mod metrics;
+pub mod pipeline;
 pub mod retry;
 pub mod sink;
+pub mod tee;
 
 pub use chain::{ChainHead, ChainId, Checkpoint, Record};
 pub use digest::Digest;

@@ -1,0 +1,396 @@
+//! Pipeline metrics: counters, gauges and an append-latency histogram, read
+//! as a cheap [`MetricsSnapshot`] and exported through the `metrics` crate.
+//!
+//! ## The accounting invariant
+//!
+//! `submitted = appended + dead_lettered + lost + in_flight` holds in every
+//! snapshot. The five ledger counters live together behind one mutex: an
+//! event is counted `submitted` and `in_flight` in the same critical section
+//! that hands it to the channel (so the drainer can never resolve an event
+//! before it is counted), the drainer moves a whole batch from `in_flight`
+//! to its outcomes in one critical section, and [`PipelineMetrics::snapshot`]
+//! reads the five under the same lock. The lock is held for a few
+//! nanoseconds (one channel send or a few additions); every other counter is
+//! a plain atomic.
+//!
+//! `dead_lettered` counts both the sink's own dead letters (`dlq_landed`) and
+//! the events written to the pipeline's fallback file. Events refused before
+//! they were queued by [`try_submit`](crate::pipeline::AuditQueue::try_submit)
+//! or [`submit_async`](crate::pipeline::AuditQueue::submit_async) are not
+//! `submitted`: they count in `send_failures` and the caller gets them back.
+//! An event refused by the fire-and-forget
+//! [`submit`](crate::pipeline::AuditQueue::submit) is both `submitted` and
+//! `lost` (and a `send_failure`), because nobody else holds it any more.
+//!
+//! ## Exported names (`metrics` crate facade)
+//!
+//! Every name carries the label `pipeline` (the builder's
+//! [`name`](crate::pipeline::PipelineBuilder::name), `default` unless set).
+//! The drainer publishes after every batch and at shutdown; call
+//! [`PipelineMetrics::publish`] to publish at other times.
+//!
+//! | name | kind | meaning |
+//! |---|---|---|
+//! | `deferred_audit_submitted_total` | counter | events accepted into the queue (plus events lost at submit) |
+//! | `deferred_audit_appended_total` | counter | events durable in the chain |
+//! | `deferred_audit_dead_lettered_total` | counter | events in the sink's dead letters or the fallback file |
+//! | `deferred_audit_lost_total` | counter | events neither appended nor dead-lettered (logged at error level) |
+//! | `deferred_audit_send_failures_total` | counter | submissions refused (full, closed, terminal) |
+//! | `deferred_audit_append_failures_total` | counter | sink or factory errors (each failed attempt) |
+//! | `deferred_audit_dlq_landed_total` | counter | events the sink dead-lettered itself |
+//! | `deferred_audit_unique_race_retries_total` | counter | lost seq races the sink retried |
+//! | `deferred_audit_drainer_panics_total` | counter | sink or factory panics caught |
+//! | `deferred_audit_restarts_total` | counter | sink rebuilds after a failure |
+//! | `deferred_audit_batches_total` | counter | batches the sink accepted |
+//! | `deferred_audit_in_flight` | gauge | submitted but not yet resolved |
+//! | `deferred_audit_queue_depth` | gauge | waiting in the channel |
+//! | `deferred_audit_last_batch_size` | gauge | events in the last batch |
+//! | `deferred_audit_terminal` | gauge | 1 once a batch went to the fallback file |
+//! | `deferred_audit_batch_size` | histogram | events per batch |
+//! | `deferred_audit_append_latency_seconds` | histogram | duration of each `append_batch` call |
+//!
+//! ```
+//! use audit_core::metrics::PipelineMetrics;
+//! let metrics = PipelineMetrics::new("example");
+//! let snapshot = metrics.snapshot();
+//! assert!(snapshot.is_balanced());
+//! assert_eq!(snapshot.submitted, 0);
+//! ```
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// Upper bounds (inclusive, microseconds) of the append-latency buckets;
+/// the last bucket of [`MetricsSnapshot::append_latency_histogram`] holds
+/// everything slower.
+pub const LATENCY_BUCKETS_US: [u64; 7] = [
+    100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 60_000_000,
+];
+
+/// Number of buckets of the latency histogram (the bounds plus one overflow bucket).
+pub const LATENCY_BUCKET_COUNT: usize = LATENCY_BUCKETS_US.len() + 1;
+
+/// The counters the accounting invariant is about, kept together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Ledger {
+    submitted: u64,
+    appended: u64,
+    dead_lettered: u64,
+    lost: u64,
+    in_flight: u64,
+}
+
+/// The live metrics of one pipeline, shared by its queue and drainer.
+#[derive(Debug)]
+pub struct PipelineMetrics {
+    name: String,
+    ledger: Mutex<Ledger>,
+    send_failures: AtomicU64,
+    append_failures: AtomicU64,
+    dlq_landed: AtomicU64,
+    unique_race_retries: AtomicU64,
+    drainer_panics: AtomicU64,
+    restarts: AtomicU64,
+    queue_depth: AtomicU64,
+    batches: AtomicU64,
+    last_batch_size: AtomicU64,
+    max_batch_size: AtomicU64,
+    append_latency_us_last: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKET_COUNT],
+    terminal: AtomicBool,
+}
+
+/// A consistent copy of the metrics at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Events accepted into the queue, plus events lost at submit.
+    pub submitted: u64,
+    /// Events durable in the chain.
+    pub appended: u64,
+    /// Events dead-lettered by the sink or written to the fallback file.
+    pub dead_lettered: u64,
+    /// Events neither appended nor dead-lettered (each logged at error level).
+    pub lost: u64,
+    /// Events submitted and not yet resolved.
+    pub in_flight: u64,
+    /// Submissions refused (full, closed, terminal).
+    pub send_failures: u64,
+    /// Failed attempts: sink errors, factory errors, wrong outcome counts.
+    pub append_failures: u64,
+    /// Events the sink dead-lettered itself.
+    pub dlq_landed: u64,
+    /// Lost seq races the sink retried.
+    pub unique_race_retries: u64,
+    /// Panics of the sink or its factory, caught by the supervisor.
+    pub drainer_panics: u64,
+    /// Sink rebuilds after a failure.
+    pub restarts: u64,
+    /// Events waiting in the channel.
+    pub queue_depth: u64,
+    /// Batches the sink accepted.
+    pub batches: u64,
+    /// Size of the last batch the sink accepted.
+    pub last_batch_size: u64,
+    /// Largest batch the sink accepted.
+    pub max_batch_size: u64,
+    /// Duration of the last `append_batch` call, in microseconds.
+    pub append_latency_us_last: u64,
+    /// Count of `append_batch` calls per latency bucket ([`LATENCY_BUCKETS_US`]).
+    pub append_latency_histogram: [u64; LATENCY_BUCKET_COUNT],
+    /// Whether a batch went to the fallback file after `max_restarts`
+    /// failures: the sink needs attention. Stays set.
+    pub terminal: bool,
+}
+
+impl MetricsSnapshot {
+    /// Whether `submitted = appended + dead_lettered + lost + in_flight`.
+    pub fn is_balanced(&self) -> bool {
+        self.submitted == self.appended + self.dead_lettered + self.lost + self.in_flight
+    }
+
+    /// Events resolved so far: appended, dead-lettered or lost.
+    pub fn resolved(&self) -> u64 {
+        self.appended + self.dead_lettered + self.lost
+    }
+}
+
+impl PipelineMetrics {
+    /// Fresh metrics, exported with the label `pipeline = name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ledger: Mutex::new(Ledger::default()),
+            send_failures: AtomicU64::new(0),
+            append_failures: AtomicU64::new(0),
+            dlq_landed: AtomicU64::new(0),
+            unique_race_retries: AtomicU64::new(0),
+            drainer_panics: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            queue_depth: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            last_batch_size: AtomicU64::new(0),
+            max_batch_size: AtomicU64::new(0),
+            append_latency_us_last: AtomicU64::new(0),
+            latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            terminal: AtomicBool::new(false),
+        }
+    }
+
+    /// The pipeline name used as the `pipeline` label.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A consistent copy of every value; the ledger is read under its lock.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let ledger = *self.ledger();
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            submitted: ledger.submitted,
+            appended: ledger.appended,
+            dead_lettered: ledger.dead_lettered,
+            lost: ledger.lost,
+            in_flight: ledger.in_flight,
+            send_failures: load(&self.send_failures),
+            append_failures: load(&self.append_failures),
+            dlq_landed: load(&self.dlq_landed),
+            unique_race_retries: load(&self.unique_race_retries),
+            drainer_panics: load(&self.drainer_panics),
+            restarts: load(&self.restarts),
+            queue_depth: load(&self.queue_depth),
+            batches: load(&self.batches),
+            last_batch_size: load(&self.last_batch_size),
+            max_batch_size: load(&self.max_batch_size),
+            append_latency_us_last: load(&self.append_latency_us_last),
+            append_latency_histogram: std::array::from_fn(|index| {
+                load(&self.latency_buckets[index])
+            }),
+            terminal: self.terminal.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Events submitted and not yet resolved.
+    pub fn in_flight(&self) -> u64 {
+        self.ledger().in_flight
+    }
+
+    /// Whether the pipeline is in its terminal state.
+    pub fn is_terminal(&self) -> bool {
+        self.terminal.load(Ordering::Relaxed)
+    }
+
+    /// Publishes every value through the `metrics` crate facade (names in
+    /// the module docs).
+    pub fn publish(&self) {
+        let snapshot = self.snapshot();
+        let label = self.name.clone();
+        let counters = [
+            ("deferred_audit_submitted_total", snapshot.submitted),
+            ("deferred_audit_appended_total", snapshot.appended),
+            ("deferred_audit_dead_lettered_total", snapshot.dead_lettered),
+            ("deferred_audit_lost_total", snapshot.lost),
+            ("deferred_audit_send_failures_total", snapshot.send_failures),
+            (
+                "deferred_audit_append_failures_total",
+                snapshot.append_failures,
+            ),
+            ("deferred_audit_dlq_landed_total", snapshot.dlq_landed),
+            (
+                "deferred_audit_unique_race_retries_total",
+                snapshot.unique_race_retries,
+            ),
+            (
+                "deferred_audit_drainer_panics_total",
+                snapshot.drainer_panics,
+            ),
+            ("deferred_audit_restarts_total", snapshot.restarts),
+            ("deferred_audit_batches_total", snapshot.batches),
+        ];
+        for (name, value) in counters {
+            metrics::counter!(name, "pipeline" => label.clone()).absolute(value);
+        }
+        let gauges = [
+            ("deferred_audit_in_flight", snapshot.in_flight),
+            ("deferred_audit_queue_depth", snapshot.queue_depth),
+            ("deferred_audit_last_batch_size", snapshot.last_batch_size),
+            ("deferred_audit_terminal", u64::from(snapshot.terminal)),
+        ];
+        for (name, value) in gauges {
+            metrics::gauge!(name, "pipeline" => label.clone()).set(value as f64);
+        }
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `send` under the ledger lock and, if it succeeds, counts one
+    /// event submitted, in flight and queued.
+    pub(crate) fn admit<T>(&self, send: impl FnOnce() -> Result<(), T>) -> Result<(), T> {
+        let mut ledger = self.ledger();
+        send()?;
+        ledger.submitted += 1;
+        ledger.in_flight += 1;
+        self.queue_depth.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts an event refused by `submit`: submitted and lost at once.
+    pub(crate) fn lost_at_submit(&self) {
+        let mut ledger = self.ledger();
+        ledger.submitted += 1;
+        ledger.lost += 1;
+        drop(ledger);
+        self.send_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a submission refused before queueing (caller got the event back).
+    pub(crate) fn send_failure(&self) {
+        self.send_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The drainer took `count` events off the channel.
+    pub(crate) fn dequeued(&self, count: usize) {
+        self.queue_depth.fetch_sub(count as u64, Ordering::Relaxed);
+    }
+
+    /// Moves resolved events out of `in_flight`, in one step.
+    pub(crate) fn resolve(&self, appended: u64, dead_lettered: u64, lost: u64) {
+        let mut ledger = self.ledger();
+        ledger.appended += appended;
+        ledger.dead_lettered += dead_lettered;
+        ledger.lost += lost;
+        ledger.in_flight -= appended + dead_lettered + lost;
+    }
+
+    pub(crate) fn add_dlq_landed(&self, count: u64) {
+        self.dlq_landed.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_race_retries(&self, count: u64) {
+        self.unique_race_retries.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn append_failure(&self) {
+        self.append_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn drainer_panic(&self) {
+        self.drainer_panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn enter_terminal(&self) {
+        self.terminal.store(true, Ordering::Relaxed);
+    }
+
+    /// Records a batch the sink accepted.
+    pub(crate) fn batch_accepted(&self, size: usize) {
+        let size = size as u64;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.last_batch_size.store(size, Ordering::Relaxed);
+        self.max_batch_size.fetch_max(size, Ordering::Relaxed);
+        metrics::histogram!("deferred_audit_batch_size", "pipeline" => self.name.clone())
+            .record(size as f64);
+    }
+
+    /// Records the duration of one `append_batch` call.
+    pub(crate) fn append_latency(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.append_latency_us_last.store(micros, Ordering::Relaxed);
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|bound| micros <= *bound)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("deferred_audit_append_latency_seconds", "pipeline" => self.name.clone())
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_stays_balanced_through_every_step() {
+        let metrics = PipelineMetrics::new("t");
+        metrics.admit(|| Ok::<(), ()>(())).unwrap();
+        metrics.admit(|| Ok::<(), ()>(())).unwrap();
+        assert!(metrics.admit(|| Err(())).is_err());
+        metrics.lost_at_submit();
+        let snapshot = metrics.snapshot();
+        assert_eq!(
+            (snapshot.submitted, snapshot.in_flight, snapshot.lost),
+            (3, 2, 1)
+        );
+        assert!(snapshot.is_balanced());
+        metrics.dequeued(2);
+        metrics.resolve(1, 1, 0);
+        let snapshot = metrics.snapshot();
+        assert!(snapshot.is_balanced());
+        assert_eq!(
+            (
+                snapshot.in_flight,
+                snapshot.queue_depth,
+                snapshot.send_failures
+            ),
+            (0, 0, 1)
+        );
+    }
+
+    #[test]
+    fn latency_lands_in_its_bucket() {
+        let metrics = PipelineMetrics::new("t");
+        metrics.append_latency(Duration::from_micros(50));
+        metrics.append_latency(Duration::from_millis(5));
+        metrics.append_latency(Duration::from_secs(100));
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.append_latency_histogram, [1, 0, 1, 0, 0, 0, 0, 1]);
+        assert_eq!(snapshot.append_latency_us_last, 100_000_000);
+    }
+}
