@@ -359,3 +359,84 @@ fn dead_letters_are_listed_and_replayed() {
         (Some(3), Some(1))
     );
 }
+
+#[test]
+fn demo_runs_the_main_job_and_a_second_run_appends_to_the_same_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    for run in 1..=2u64 {
+        let output = cli()
+            .current_dir(dir.path())
+            .args(["demo", "--events", "2000", "--producers", "3", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let json = json_of(&output);
+        assert_eq!(json["events"], 2000);
+        assert_eq!(json["appended"], 2000, "{json}");
+        assert_eq!(
+            (json["dead_lettered"].as_u64(), json["lost"].as_u64()),
+            (Some(0), Some(0))
+        );
+        assert!(json["elapsed_s"].as_f64().unwrap() > 0.0);
+        assert!(json["events_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(json["verify"]["ok"], true, "{json}");
+        assert_eq!(json["verify"]["records"], 2000 * run);
+        assert_eq!(json["verify"]["head_seq"], 2000 * run);
+    }
+    let data = dir.path().join("demo-data");
+    assert_eq!(
+        std::fs::metadata(data.join("audit-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let output = cli()
+        .current_dir(dir.path())
+        .args([
+            "verify",
+            "sqlite://demo-data/audit.db",
+            "--pubkey",
+            "demo-data/audit-key.pub.pem",
+        ])
+        .args(["--require-signed", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let json = json_of(&output);
+    assert_eq!(json["records"], 4000);
+    assert_eq!(json["checkpoints"], 2, "one checkpoint at each shutdown");
+}
+
+#[test]
+fn demo_text_summary_names_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("chain.db").display());
+    cli()
+        .args(["demo", "--events", "300", "--store", &store])
+        .assert()
+        .code(0)
+        .stdout(
+            predicate::str::contains("events         300")
+                .and(predicate::str::contains("appended       300"))
+                .and(predicate::str::contains("dead-lettered  0"))
+                .and(predicate::str::contains("lost           0"))
+                .and(predicate::str::contains("events/s"))
+                .and(predicate::str::contains("verify         OK: 300 records")),
+        );
+    assert!(
+        dir.path().join("audit-key.pub.pem").exists(),
+        "the key is created beside the database"
+    );
+    cli()
+        .args(["demo", "--store", "s3://bucket/prefix", "--events", "1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("s3://"));
+}
