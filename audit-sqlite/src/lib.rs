@@ -1,3 +1,49 @@
-//! audit-sqlite
+//! # audit-sqlite
+//!
+//! The embedded default backend of `deferred-audit`: a FORMAT.md v1 chain in
+//! one SQLite file (bundled SQLite, WAL, `synchronous=FULL` by default).
+//!
+//! - [`schema`]: the tables of FORMAT.md section 6, how a file is
+//!   recognised, created and migrated (foreign or newer files are refused,
+//!   untouched);
+//! - [`store`]: [`SqliteStore`], the [`ChainStore`](audit_core::chain_writer::ChainStore)
+//!   of one file, and [`SqliteSink`], the sink the pipeline drains into;
+//! - [`dead_letters`]: listing and replaying `audit_dead_letters`;
+//! - [`verify`]: streaming verification of a SQLite chain;
+//! - [`error`]: [`SqliteError`], naming the file and what to do.
+//!
+//! ```
+//! use audit_core::chain_writer::ChainSinkOptions;
+//! use audit_core::sink::AuditSink;
+//! use audit_core::{AuditEvent, keys::Keyring};
+//! use audit_sqlite::{SqliteOptions, SqliteVerifyOptions, open_sink, verify_sqlite};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("audit.db");
+//! let mut sink = open_sink(&path, ChainSinkOptions::default(), SqliteOptions::default()).await?;
+//! let event = AuditEvent::new("governance.refusal", "agent-7", serde_json::json!({"rule": "R001"}))?;
+//! sink.append_batch(&[event]).await?;
+//! let report = verify_sqlite(&path, &Keyring::new(), SqliteVerifyOptions::default(), &[])?;
+//! assert!(report.is_ok());
+//! assert_eq!(report.records, 1);
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod dead_letters;
+pub mod error;
+pub mod schema;
+pub mod store;
+pub mod verify;
+
+pub use dead_letters::{
+    ReplayReport, StoredDeadLetter, list_dead_letters, replay_dead_letters, replay_letters,
+};
+pub use error::{SqliteError, classify};
+pub use store::{Durability, SqliteOptions, SqliteSink, SqliteStore, open_sink, sink_factory};
+pub use verify::{
+    SqliteVerifyOptions, count_records, for_each_record, read_checkpoints, verify_sqlite,
+};

@@ -1,0 +1,45 @@
+//! The CLI's errors and exit codes: 0 all good, 1 a verification failed,
+//! 2 usage or I/O errors.
+
+use std::process::ExitCode;
+
+/// A command that could not run; exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    message: String,
+}
+
+impl CliError {
+    /// A usage or I/O error with a message that names what is wrong.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<audit_sqlite::SqliteError> for CliError {
+    fn from(error: audit_sqlite::SqliteError) -> Self {
+        Self::usage(error.to_string())
+    }
+}
+
+impl From<audit_core::KeyError> for CliError {
+    fn from(error: audit_core::KeyError) -> Self {
+        Self::usage(error.to_string())
+    }
+}
+
+/// Exit code 0: every check held.
+pub const OK: ExitCode = ExitCode::SUCCESS;
+
+/// Exit code 1: a check failed.
+pub fn failed() -> ExitCode {
+    ExitCode::from(1)
+}
+
+/// Exit code 2: usage or I/O error.
+pub fn usage_error() -> ExitCode {
+    ExitCode::from(2)
+}

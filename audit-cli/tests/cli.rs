@@ -1,0 +1,442 @@
+//! The real `deferred-audit` binary: exit codes, JSON and messages.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn vectors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/vectors")
+        .canonicalize()
+        .unwrap()
+}
+
+fn cli() -> Command {
+    Command::cargo_bin("deferred-audit").unwrap()
+}
+
+fn pubkey() -> String {
+    vectors().join("good/public.pem").display().to_string()
+}
+
+fn json_of(output: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "stdout is not JSON ({error}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[test]
+fn keygen_writes_both_key_files_with_their_modes_and_prints_the_key_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("keys");
+    let output = cli().args(["keygen", "--out"]).arg(&out).output().unwrap();
+    assert!(output.status.success());
+    let secret = out.join("audit-key.pem");
+    let public = out.join("audit-key.pub.pem");
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&secret)
+            .unwrap()
+            .contains("BEGIN PRIVATE KEY")
+    );
+    let key_id = audit_core::keys::PublicKey::load(&public)
+        .unwrap()
+        .key_id()
+        .to_string();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.starts_with(&format!("key id {key_id}\n")),
+        "{stdout}"
+    );
+
+    cli()
+        .args(["keygen", "--out"])
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("audit-key.pem")
+                .and(predicate::str::contains("already exists")),
+        );
+}
+
+#[test]
+fn every_good_vector_verifies() {
+    let good = vectors().join("good");
+    for url in [
+        format!("sqlite://{}", good.join("chain.sqlite").display()),
+        format!("file://{}", good.join("jsonl").display()),
+    ] {
+        let output = cli()
+            .args([
+                "verify",
+                &url,
+                "--pubkey",
+                &pubkey(),
+                "--require-signed",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{url}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let json = json_of(&output);
+        assert_eq!(json["ok"], true);
+        assert_eq!(json["records"], 300);
+        assert_eq!(json["failures"], serde_json::json!([]));
+        cli()
+            .args(["verify", &url, "--pubkey", &pubkey()])
+            .assert()
+            .code(0)
+            .stdout(predicate::str::contains("OK:").and(predicate::str::contains("300 records")));
+    }
+}
+
+#[test]
+fn every_tampered_vector_fails_at_its_first_bad_seq() {
+    let expect: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(vectors().join("tampered/expect.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(expect.len(), 6);
+    for case in expect {
+        let file = vectors()
+            .join("tampered")
+            .join(case["file"].as_str().unwrap());
+        let url = if file.is_dir() {
+            format!("file://{}", file.display())
+        } else {
+            format!("sqlite://{}", file.display())
+        };
+        let output = cli()
+            .args(["verify", &url, "--pubkey", &pubkey(), "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{url}");
+        let json = json_of(&output);
+        assert_eq!(json["ok"], false);
+        let failures = json["failures"].as_array().unwrap();
+        assert_eq!(
+            failures[0]["seq"], case["first_bad_seq"],
+            "{url}: {failures:?}"
+        );
+        assert_eq!(failures[0]["chain"], "default");
+        for failure in failures {
+            for member in ["chain", "seq", "kind", "detail"] {
+                assert!(failure.get(member).is_some(), "{failure}");
+            }
+        }
+        let seqs: Vec<u64> = failures
+            .iter()
+            .map(|f| f["seq"].as_u64().unwrap())
+            .collect();
+        assert!(seqs.windows(2).all(|pair| pair[0] <= pair[1]), "{seqs:?}");
+        cli()
+            .args(["verify", &url, "--pubkey", &pubkey()])
+            .assert()
+            .code(1)
+            .stdout(predicate::str::contains(format!(
+                "chain default seq {}",
+                case["first_bad_seq"]
+            )));
+    }
+}
+
+#[test]
+fn checkpoints_from_another_store_are_checked() {
+    let good = vectors().join("good");
+    let checkpoints = format!("file://{}", good.join("jsonl").display());
+    let deleted = vectors().join("tampered/row_deleted.sqlite");
+    let output = cli()
+        .args([
+            "verify",
+            &format!("sqlite://{}", deleted.display()),
+            "--pubkey",
+            &pubkey(),
+        ])
+        .args(["--checkpoints", &checkpoints, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(json_of(&output)["failures"][0]["seq"], 151);
+}
+
+#[test]
+fn bad_urls_missing_files_and_unserved_stores_exit_2_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    cli()
+        .args(["verify", &format!("sqlite://{}", missing.display())])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("missing.db"));
+    assert!(!missing.exists(), "verify created the file");
+    cli().args(["verify", "audit.db"]).assert().code(2).stderr(
+        predicate::str::contains("audit.db").and(predicate::str::contains("sqlite://PATH")),
+    );
+    cli()
+        .args(["verify", "postgres://audit@localhost/audit"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not support"));
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(
+        &notes,
+        "not a database at all, just some text that is long enough",
+    )
+    .unwrap();
+    cli()
+        .args(["verify", &format!("sqlite://{}", notes.display())])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("notes.txt")
+                .and(predicate::str::contains("not a SQLite database")),
+        );
+    cli()
+        .args([
+            "verify",
+            &format!("file://{}", dir.path().join("nofolder").display()),
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nofolder"));
+    cli()
+        .args([
+            "verify",
+            &format!("sqlite://{}", vectors().join("good/chain.sqlite").display()),
+        ])
+        .args(["--pubkey", "/nonexistent/key.pem"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("/nonexistent/key.pem"));
+}
+
+#[test]
+fn export_writes_a_jsonl_folder_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export");
+    let source = format!("sqlite://{}", vectors().join("good/chain.sqlite").display());
+    cli()
+        .args([
+            "export",
+            &source,
+            "--to",
+            &format!("file://{}", out.display()),
+            "--segment-records",
+            "64",
+        ])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "exported 300 records and 6 checkpoints",
+        ));
+    let segments: Vec<String> = std::fs::read_dir(out.join("default/records"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(segments.len(), 5);
+    assert!(segments.contains(&"00000000000000000257.jsonl".to_owned()));
+    let output = cli()
+        .args([
+            "verify",
+            &format!("file://{}", out.display()),
+            "--pubkey",
+            &pubkey(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let json = json_of(&output);
+    assert_eq!(
+        (json["records"].as_u64(), json["checkpoints"].as_u64()),
+        (Some(300), Some(6))
+    );
+    // Exporting again never overwrites.
+    cli()
+        .args([
+            "export",
+            &source,
+            "--to",
+            &format!("file://{}", out.display()),
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("00000000000000000001.jsonl"));
+}
+
+#[test]
+fn dead_letters_are_listed_and_replayed() {
+    use audit_core::chain_writer::ChainStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let keys = dir.path().join("keys");
+    cli().args(["keygen", "--out"]).arg(&keys).assert().code(0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ids: Vec<String> = runtime.block_on(async {
+        let mut store = audit_sqlite::SqliteStore::open(&path, Default::default())
+            .await
+            .unwrap();
+        let chain = audit_core::ChainId::default();
+        let letters: Vec<_> = (0..3)
+            .map(|n| {
+                let event = audit_core::AuditEvent::new(
+                    "governance.refusal",
+                    "agent-1",
+                    serde_json::json!({"n": n}),
+                )
+                .unwrap();
+                audit_core::dead_letter::DeadLetter::new(&chain, &event, "disk full", 2)
+            })
+            .collect();
+        store.dead_letter(&letters).await.unwrap();
+        letters.into_iter().map(|letter| letter.event_id).collect()
+    });
+    let url = format!("sqlite://{}", path.display());
+    let output = cli()
+        .args(["dlq", "list", &url, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let json = json_of(&output);
+    assert_eq!(json["count"], 3);
+    assert_eq!(json["dead_letters"][0]["event_id"], ids[0].as_str());
+    assert_eq!(json["dead_letters"][0]["failure_reason"], "disk full");
+    cli().args(["dlq", "list", &url]).assert().code(0).stdout(
+        predicate::str::contains(ids[2].as_str()).and(predicate::str::contains("3 dead letter(s)")),
+    );
+
+    let key = keys.join("audit-key.pem");
+    cli()
+        .args(["dlq", "replay", &url, "--key"])
+        .arg(&key)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("3 appended"));
+    cli()
+        .args(["dlq", "replay", &url, "--key"])
+        .arg(&key)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("0 appended"));
+    let output = cli()
+        .args(["dlq", "list", &url, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&output)["count"], 0);
+    let public = keys.join("audit-key.pub.pem").display().to_string();
+    let output = cli()
+        .args([
+            "verify",
+            &url,
+            "--pubkey",
+            &public,
+            "--require-signed",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let json = json_of(&output);
+    assert_eq!(
+        (json["records"].as_u64(), json["checkpoints"].as_u64()),
+        (Some(3), Some(1))
+    );
+}
+
+#[test]
+fn demo_runs_the_main_job_and_a_second_run_appends_to_the_same_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    for run in 1..=2u64 {
+        let output = cli()
+            .current_dir(dir.path())
+            .args(["demo", "--events", "2000", "--producers", "3", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let json = json_of(&output);
+        assert_eq!(json["events"], 2000);
+        assert_eq!(json["appended"], 2000, "{json}");
+        assert_eq!(
+            (json["dead_lettered"].as_u64(), json["lost"].as_u64()),
+            (Some(0), Some(0))
+        );
+        assert!(json["elapsed_s"].as_f64().unwrap() > 0.0);
+        assert!(json["events_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(json["verify"]["ok"], true, "{json}");
+        assert_eq!(json["verify"]["records"], 2000 * run);
+        assert_eq!(json["verify"]["head_seq"], 2000 * run);
+    }
+    let data = dir.path().join("demo-data");
+    assert_eq!(
+        std::fs::metadata(data.join("audit-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let output = cli()
+        .current_dir(dir.path())
+        .args([
+            "verify",
+            "sqlite://demo-data/audit.db",
+            "--pubkey",
+            "demo-data/audit-key.pub.pem",
+        ])
+        .args(["--require-signed", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let json = json_of(&output);
+    assert_eq!(json["records"], 4000);
+    assert_eq!(json["checkpoints"], 2, "one checkpoint at each shutdown");
+}
+
+#[test]
+fn demo_text_summary_names_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("chain.db").display());
+    cli()
+        .args(["demo", "--events", "300", "--store", &store])
+        .assert()
+        .code(0)
+        .stdout(
+            predicate::str::contains("events         300")
+                .and(predicate::str::contains("appended       300"))
+                .and(predicate::str::contains("dead-lettered  0"))
+                .and(predicate::str::contains("lost           0"))
+                .and(predicate::str::contains("events/s"))
+                .and(predicate::str::contains("verify         OK: 300 records")),
+        );
+    assert!(
+        dir.path().join("audit-key.pub.pem").exists(),
+        "the key is created beside the database"
+    );
+    cli()
+        .args(["demo", "--store", "s3://bucket/prefix", "--events", "1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("s3://"));
+}

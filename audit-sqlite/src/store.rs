@@ -1,0 +1,497 @@
+//! The SQLite [`ChainStore`]: one connection, one transaction per batch.
+//!
+//! Every append runs in `BEGIN IMMEDIATE`, so the write lock is taken
+//! before the head is read: two writers (threads or processes) on one file
+//! take turns, each sealing after the other's head. Should a seq or event
+//! id be taken anyway, the PRIMARY KEY / UNIQUE violation is classified by
+//! its extended result code as a conflict and [`ChainWriter`] retries with a
+//! fresh head.
+//!
+//! Blocking work runs on tokio's blocking pool: the connection is *moved*
+//! into `spawn_blocking` and back out with the result. The store is used by
+//! one drainer at a time (`&mut self`), so exclusive ownership needs no
+//! lock, no lock can be poisoned, and a panic in the blocking task simply
+//! loses the connection: the store reports a transient error and the
+//! supervisor rebuilds it. Moving a connection costs microseconds, nothing
+//! beside a batch of thousands of rows.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use audit_core::chain::{ChainHead, ChainId, Checkpoint, Record, Sealer};
+use audit_core::chain_writer::{ChainSinkOptions, ChainStore, ChainWriter};
+use audit_core::dead_letter::DeadLetter;
+use audit_core::sink::{AppendOutcome, ErrorClass, Receipt, SinkError, SinkFactory};
+use audit_core::{AuditEvent, Digest};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::error::{SqliteError, classify};
+use crate::schema;
+
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss (the default).
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: with WAL, a commit survives a crash of the
+    /// process but the last commits may be lost on power loss.
+    Normal,
+}
+
+/// Options of the SQLite store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Commit durability.
+    pub durability: Durability,
+    /// How long a writer waits for another one's lock before the attempt
+    /// fails as transient.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The SQLite chain sink: [`ChainWriter`] over a [`SqliteStore`].
+pub type SqliteSink = ChainWriter<SqliteStore>;
+
+/// A chain in one SQLite file (FORMAT.md section 6).
+pub struct SqliteStore {
+    path: PathBuf,
+    describe: String,
+    connection: Option<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("open", &self.connection.is_some())
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path` on the blocking pool.
+    pub async fn open(
+        path: impl Into<PathBuf>,
+        options: SqliteOptions,
+    ) -> Result<Self, SqliteError> {
+        let path = path.into();
+        let task_path = path.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(task_path, options))
+            .await
+            .map_err(|error| SqliteError::Task {
+                path,
+                detail: error.to_string(),
+            })?
+    }
+
+    /// Opens (or creates) the database at `path`, blocking the thread.
+    pub fn open_blocking(
+        path: impl Into<PathBuf>,
+        options: SqliteOptions,
+    ) -> Result<Self, SqliteError> {
+        let path = path.into();
+        let connection = open_writer(&path, options)?;
+        Ok(Self {
+            describe: describe(&path),
+            path,
+            connection: Some(connection),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn run<T, F>(&mut self, work: F) -> Result<T, SinkError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &str) -> Result<T, SinkError> + Send + 'static,
+    {
+        let Some(mut connection) = self.connection.take() else {
+            return Err(SinkError::new(
+                &self.describe,
+                ErrorClass::Transient,
+                "the connection was lost when a database task failed; the sink must be reopened",
+            ));
+        };
+        let describe = self.describe.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let result = work(&mut connection, &describe);
+            (connection, result)
+        });
+        match task.await {
+            Ok((connection, result)) => {
+                self.connection = Some(connection);
+                result
+            }
+            Err(error) => Err(SinkError::new(
+                &self.describe,
+                ErrorClass::Transient,
+                format!("database task failed: {error}"),
+            )),
+        }
+    }
+}
+
+/// `sqlite://PATH`, as stores are named in logs and errors.
+pub fn describe(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// Opens the chain sink at `path`: [`SqliteStore::open`] wrapped in
+/// [`ChainWriter`].
+pub async fn open_sink(
+    path: impl Into<PathBuf>,
+    chain: ChainSinkOptions,
+    options: SqliteOptions,
+) -> Result<SqliteSink, SqliteError> {
+    Ok(ChainWriter::new(
+        SqliteStore::open(path, options).await?,
+        chain,
+    ))
+}
+
+/// A [`SinkFactory`] that opens the chain sink at `path` (the supervisor
+/// calls it at start and after each failure).
+pub fn sink_factory(
+    path: impl Into<PathBuf>,
+    chain: ChainSinkOptions,
+    options: SqliteOptions,
+) -> impl SinkFactory {
+    let path: PathBuf = path.into();
+    move || {
+        let path = path.clone();
+        let chain = chain.clone();
+        async move {
+            let describe = describe(&path);
+            open_sink(path, chain, options)
+                .await
+                .map_err(|error| error.into_sink_error(&describe))
+        }
+    }
+}
+
+/// Opens a read-write connection after checking the file read-only first,
+/// then sets WAL, durability and busy timeout and creates or migrates the
+/// schema.
+pub(crate) fn open_writer(path: &Path, options: SqliteOptions) -> Result<Connection, SqliteError> {
+    let current = if path.exists() {
+        Some(schema::inspect_file(path)?)
+    } else {
+        None
+    };
+    let mut connection =
+        Connection::open(path).map_err(SqliteError::sqlite(path, "opening read-write"))?;
+    configure(&connection, path, options)?;
+    let up_to_date = matches!(
+        current,
+        Some(schema::SchemaState::Audit {
+            schema_version: Some(_)
+        })
+    );
+    if !up_to_date {
+        schema::create_or_migrate(&mut connection, path)?;
+    }
+    connection.set_prepared_statement_cache_capacity(32);
+    Ok(connection)
+}
+
+fn configure(
+    connection: &Connection,
+    path: &Path,
+    options: SqliteOptions,
+) -> Result<(), SqliteError> {
+    connection
+        .busy_timeout(options.busy_timeout)
+        .map_err(SqliteError::sqlite(path, "setting the busy timeout"))?;
+    let mode: String = connection
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(SqliteError::sqlite(path, "switching to WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "SQLite refused WAL mode");
+    }
+    let synchronous = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    connection
+        .pragma_update(None, "synchronous", synchronous)
+        .map_err(SqliteError::sqlite(path, "setting synchronous"))
+}
+
+pub(crate) fn sink_error(describe: &str, context: &str, error: rusqlite::Error) -> SinkError {
+    SinkError::new(describe, classify(&error), format!("{context}: {error}")).with_source(error)
+}
+
+/// Reads the head of `chain` inside a transaction.
+pub(crate) fn read_head(
+    connection: &Connection,
+    chain: &ChainId,
+    describe: &str,
+) -> Result<ChainHead, SinkError> {
+    let row: Option<(i64, Vec<u8>)> = connection
+        .prepare_cached(
+            "SELECT seq, record_hash FROM audit_records WHERE chain_id = ?1 ORDER BY seq DESC LIMIT 1",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row([chain.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(|error| sink_error(describe, "reading the chain head", error))?;
+    let Some((seq, hash)) = row else {
+        return Ok(ChainHead::EMPTY);
+    };
+    let corrupt = |detail: String| {
+        SinkError::new(
+            describe,
+            ErrorClass::Permanent,
+            format!("head of chain {chain} is unreadable: {detail}; run `deferred-audit verify`"),
+        )
+    };
+    let seq = u64::try_from(seq).map_err(|_| corrupt(format!("negative seq {seq}")))?;
+    let hash = Digest::from_slice(&hash)
+        .map_err(|error| corrupt(format!("record_hash at seq {seq}: {}", error.detail)))?;
+    Ok(ChainHead { seq, hash })
+}
+
+fn existing_receipt(
+    transaction: &Transaction<'_>,
+    chain: &ChainId,
+    event_id: &str,
+    describe: &str,
+) -> Result<Option<Receipt>, SinkError> {
+    let row: Option<(i64, Vec<u8>)> = transaction
+        .prepare_cached(
+            "SELECT seq, record_hash FROM audit_records WHERE chain_id = ?1 AND event_id = ?2",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![chain.as_str(), event_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()
+        })
+        .map_err(|error| sink_error(describe, "looking up an event id", error))?;
+    Ok(row.map(|(seq, hash)| Receipt {
+        chain: chain.clone(),
+        seq: u64::try_from(seq).unwrap_or_default(),
+        record_hash: Digest::from_slice(&hash).unwrap_or(Digest::ZERO),
+        already_present: true,
+    }))
+}
+
+fn insert_record(
+    transaction: &Transaction<'_>,
+    record: &Record,
+    describe: &str,
+) -> Result<(), SinkError> {
+    let columns = record.columns.as_ref();
+    let seq = i64::try_from(record.seq).map_err(|_| {
+        SinkError::new(
+            describe,
+            ErrorClass::Permanent,
+            format!("seq {} exceeds SQLite's integer range", record.seq),
+        )
+    })?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO audit_records (chain_id, seq, event_id, event_type, actor, event_time, event_json, event_hash, prev_hash, record_hash, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                record.chain.as_str(),
+                seq,
+                columns.map(|c| c.id.as_str()),
+                columns.map(|c| c.event_type.as_str()),
+                columns.map(|c| c.actor.as_str()),
+                columns.map(|c| c.time.as_str()),
+                record.event_json,
+                record.event_hash.as_bytes().as_slice(),
+                record.prev.as_bytes().as_slice(),
+                record.hash.as_bytes().as_slice(),
+                record.key_id,
+                record.sig.as_ref().map(|sig| sig.as_slice()),
+            ])
+        })
+        .map(drop)
+        .map_err(|error| sink_error(describe, "inserting a record", error))
+}
+
+/// The body of one append, inside `transaction`: read the head, give
+/// events already in the chain (or earlier in the batch) their existing
+/// record, seal the rest and insert them. The caller commits.
+pub(crate) fn append_in(
+    transaction: &Transaction<'_>,
+    sealer: &Sealer,
+    events: &[AuditEvent],
+    describe: &str,
+) -> Result<Vec<AppendOutcome>, SinkError> {
+    let chain = sealer.chain();
+    let head = read_head(transaction, chain, describe)?;
+    let mut outcomes: Vec<Option<AppendOutcome>> = Vec::with_capacity(events.len());
+    let mut fresh: Vec<AuditEvent> = Vec::with_capacity(events.len());
+    let mut fresh_index: HashMap<&str, usize> = HashMap::new();
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for (position, event) in events.iter().enumerate() {
+        if let Some(&index) = fresh_index.get(event.id()) {
+            repeats.push((position, index));
+            outcomes.push(None);
+        } else if let Some(receipt) = existing_receipt(transaction, chain, event.id(), describe)? {
+            outcomes.push(Some(AppendOutcome::Appended(receipt)));
+        } else {
+            fresh_index.insert(event.id(), fresh.len());
+            fresh.push(event.clone());
+            outcomes.push(None);
+        }
+    }
+    let records = sealer.seal_batch(head, &fresh);
+    for record in &records {
+        insert_record(transaction, record, describe)?;
+    }
+    let receipt = |record: &Record, already_present| Receipt {
+        chain: chain.clone(),
+        seq: record.seq,
+        record_hash: record.hash,
+        already_present,
+    };
+    for (position, index) in repeats {
+        outcomes[position] = Some(AppendOutcome::Appended(receipt(&records[index], true)));
+    }
+    let mut sealed = records.iter();
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Some(outcome) => outcome,
+            None => match sealed.next() {
+                Some(record) => AppendOutcome::Appended(receipt(record, false)),
+                None => AppendOutcome::DeadLettered {
+                    reason: "internal: no record sealed for this event".into(),
+                },
+            },
+        })
+        .collect())
+}
+
+/// Inserts dead letters inside `transaction`.
+pub(crate) fn insert_dead_letters(
+    transaction: &Transaction<'_>,
+    letters: &[DeadLetter],
+    describe: &str,
+) -> Result<(), SinkError> {
+    let mut statement = transaction
+        .prepare_cached(
+            "INSERT INTO audit_dead_letters (chain_id, event_id, event_json, failure_reason, failed_at, attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(|error| sink_error(describe, "preparing the dead-letter insert", error))?;
+    for letter in letters {
+        statement
+            .execute(params![
+                letter.chain_id,
+                letter.event_id,
+                letter.event_json,
+                letter.failure_reason,
+                letter.failed_at,
+                letter.attempts
+            ])
+            .map_err(|error| sink_error(describe, "inserting a dead letter", error))?;
+    }
+    Ok(())
+}
+
+/// Stores a checkpoint; a second one at the same seq is ignored.
+pub(crate) fn insert_checkpoint(
+    connection: &Connection,
+    checkpoint: &Checkpoint,
+    describe: &str,
+) -> Result<(), SinkError> {
+    let seq = i64::try_from(checkpoint.seq).unwrap_or(i64::MAX);
+    connection
+        .prepare_cached(
+            "INSERT OR IGNORE INTO audit_checkpoints (chain_id, seq, head_hash, time, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                checkpoint.chain.as_str(),
+                seq,
+                checkpoint.head.as_bytes().as_slice(),
+                checkpoint.time,
+                checkpoint.key_id,
+                checkpoint.sig.as_slice(),
+            ])
+        })
+        .map(drop)
+        .map_err(|error| sink_error(describe, "writing a checkpoint", error))
+}
+
+pub(crate) fn begin<'c>(
+    connection: &'c mut Connection,
+    describe: &str,
+) -> Result<Transaction<'c>, SinkError> {
+    connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|error| sink_error(describe, "BEGIN IMMEDIATE", error))
+}
+
+pub(crate) fn commit(transaction: Transaction<'_>, describe: &str) -> Result<(), SinkError> {
+    transaction
+        .commit()
+        .map_err(|error| sink_error(describe, "COMMIT", error))
+}
+
+#[async_trait]
+impl ChainStore for SqliteStore {
+    async fn append_once(
+        &mut self,
+        sealer: &Sealer,
+        events: &[AuditEvent],
+    ) -> Result<Vec<AppendOutcome>, SinkError> {
+        let sealer = sealer.clone();
+        let events = events.to_vec();
+        self.run(move |connection, describe| {
+            let transaction = begin(connection, describe)?;
+            let outcomes = append_in(&transaction, &sealer, &events, describe)?;
+            commit(transaction, describe)?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), SinkError> {
+        let letters = letters.to_vec();
+        self.run(move |connection, describe| {
+            let transaction = begin(connection, describe)?;
+            insert_dead_letters(&transaction, &letters, describe)?;
+            commit(transaction, describe)
+        })
+        .await
+    }
+
+    async fn write_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), SinkError> {
+        let checkpoint = checkpoint.clone();
+        self.run(move |connection, describe| insert_checkpoint(connection, &checkpoint, describe))
+            .await
+    }
+
+    async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError> {
+        let chain = chain.clone();
+        self.run(move |connection, describe| read_head(connection, &chain, describe))
+            .await
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+}
