@@ -15,7 +15,8 @@ fi
 if ! python3 -c "import venv, ensurepip" 2>/dev/null; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "installing python3-venv" >&2
-    apt-get install -y python3-venv >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv >/dev/null
   else
     echo "python3 with the venv module is required for moto's S3 server" >&2
     exit 1
