@@ -145,13 +145,13 @@ pub async fn inspect<C: GenericClient + Sync>(
             supported: SCHEMA_VERSION,
         });
     }
-    if version == SCHEMA_VERSION {
-        if let Some(missing) = TABLES.iter().find(|table| !present.contains(table)) {
-            return Err(PostgresError::ForeignSchema {
-                target: target.to_owned(),
-                detail: format!("schema version {version} but table {missing} is missing"),
-            });
-        }
+    if version == SCHEMA_VERSION
+        && let Some(missing) = TABLES.iter().find(|table| !present.contains(table))
+    {
+        return Err(PostgresError::ForeignSchema {
+            target: target.to_owned(),
+            detail: format!("schema version {version} but table {missing} is missing"),
+        });
     }
     Ok(SchemaState::Version(version))
 }

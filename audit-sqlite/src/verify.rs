@@ -216,10 +216,10 @@ fn verify_chain(
             Err((seq, detail)) => verifier.malformed(name, seq, detail),
         }
         *done += 1;
-        if *done % PROGRESS_EVERY == 0 {
-            if let Some(progress) = options.progress.as_mut() {
-                progress(*done);
-            }
+        if (*done).is_multiple_of(PROGRESS_EVERY)
+            && let Some(progress) = options.progress.as_mut()
+        {
+            progress(*done);
         }
     }
     let mut report = verifier.finish();

@@ -255,10 +255,10 @@ impl PostgresServer {
 
 impl Drop for PostgresServer {
     fn drop(&mut self) {
-        if self.running {
-            if let Err(error) = self.pg_ctl_stop("immediate") {
-                eprintln!("stopping the test PostgreSQL server failed: {error}");
-            }
+        if self.running
+            && let Err(error) = self.pg_ctl_stop("immediate")
+        {
+            eprintln!("stopping the test PostgreSQL server failed: {error}");
         }
     }
 }
