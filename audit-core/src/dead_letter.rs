@@ -4,7 +4,8 @@
 //! FORMAT.md section 6, the dead-letter objects of section 7). The
 //! [`FallbackFile`] is the last resort of the pipeline, for batches the sink
 //! could not even dead-letter: JSON lines, fsync'd before the events are
-//! counted, readable back for replay.
+//! counted, readable back, and replayed into any sink with
+//! [`FallbackFile::replay_into`] once the sink works again.
 //!
 //! ```
 //! use audit_core::dead_letter::{DeadLetter, FallbackFile};
@@ -26,6 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::ChainId;
 use crate::event::{AuditEvent, EventLimits, now_utc};
+use crate::sink::{AppendOutcome, AuditSink, SinkError};
+
+/// Letters handed to the sink per `append_batch` call during a replay.
+pub const REPLAY_BATCH: usize = 1_000;
 
 /// One dead-lettered event with why and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +97,52 @@ pub enum FallbackError {
     },
 }
 
+/// What [`FallbackFile::replay_into`] did with the letters of the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FallbackReplay {
+    /// Letters whose event was appended now.
+    pub appended: u64,
+    /// Letters whose event was already in the chain (replayed before, a
+    /// batch committed whose acknowledgement was lost, or the same event
+    /// twice in the file).
+    pub already_present: u64,
+    /// Letters the sink dead-lettered again, into its own dead-letter store.
+    pub dead_lettered: u64,
+    /// Letters meant for another chain, left alone.
+    pub other_chain: u64,
+    /// Letters whose event does not parse, left alone: event id and why.
+    pub invalid: Vec<(String, String)>,
+}
+
+impl FallbackReplay {
+    /// Whether every letter of the file is now in the chain.
+    pub fn is_complete(&self) -> bool {
+        self.dead_lettered == 0 && self.other_chain == 0 && self.invalid.is_empty()
+    }
+}
+
+/// Why a replay of the fallback file stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FallbackReplayError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Read(#[from] FallbackError),
+    /// The sink failed; the batches before were appended, and replaying
+    /// again is safe (event ids are idempotent).
+    #[error(
+        "replaying fallback file {path} stopped after {replayed} letters (replaying again is safe): {source}"
+    )]
+    Sink {
+        /// The file.
+        path: PathBuf,
+        /// Letters appended (or found present) before the failure.
+        replayed: u64,
+        /// The sink's error.
+        #[source]
+        source: SinkError,
+    },
+}
+
 /// An append-only JSON-lines file of dead letters, fsync'd on every append.
 #[derive(Debug, Clone)]
 pub struct FallbackFile {
@@ -136,6 +187,61 @@ impl FallbackFile {
             .map_err(io_error)?;
         file.write_all(text.as_bytes()).map_err(io_error)?;
         file.sync_data().map_err(io_error)
+    }
+
+    /// Appends the letters of `chain` in the file to `sink`, in file order,
+    /// [`REPLAY_BATCH`] at a time, and reports what became of them.
+    ///
+    /// Idempotent: the sink gives an event whose id is already in the chain
+    /// its existing record, so a replay repeated (after a crash, or after
+    /// an error part way) appends nothing twice. Letters of other chains
+    /// and letters whose event does not parse are left alone and reported.
+    /// The file is not modified: remove it once the report
+    /// [`is_complete`](FallbackReplay::is_complete).
+    pub async fn replay_into(
+        &self,
+        sink: &mut dyn AuditSink,
+        chain: &ChainId,
+    ) -> Result<FallbackReplay, FallbackReplayError> {
+        let file = self.clone();
+        let letters = tokio::task::spawn_blocking(move || file.read_all())
+            .await
+            .map_err(|join_error| FallbackError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(join_error),
+            })??;
+        let mut report = FallbackReplay::default();
+        let mut events = Vec::new();
+        for letter in letters {
+            if letter.chain_id != chain.as_str() {
+                report.other_chain += 1;
+                continue;
+            }
+            match letter.event() {
+                Ok(event) => events.push(event),
+                Err(error) => report.invalid.push((letter.event_id, error.to_string())),
+            }
+        }
+        for batch in events.chunks(REPLAY_BATCH) {
+            let outcomes =
+                sink.append_batch(batch)
+                    .await
+                    .map_err(|source| FallbackReplayError::Sink {
+                        path: self.path.clone(),
+                        replayed: report.appended + report.already_present,
+                        source,
+                    })?;
+            for outcome in outcomes {
+                match outcome {
+                    AppendOutcome::Appended(receipt) if receipt.already_present => {
+                        report.already_present += 1;
+                    }
+                    AppendOutcome::Appended(_) => report.appended += 1,
+                    AppendOutcome::DeadLettered { .. } => report.dead_lettered += 1,
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// Reads every letter back; a missing file has none.

@@ -1,17 +1,20 @@
 //! A writer process for multi-process tests and the bench: the test (or
 //! bench) binary re-executes itself with `AUDIT_PG_CHILD_*` variables set,
-//! and the child appends events with its own sink and writes one line per
-//! acknowledged event (`event_id seq already_present`) to a file.
+//! and the child submits events through its own [`AuditPipeline`] (over
+//! `sink_factory`) with `submit_wait`, and writes one line per receipt
+//! (`event_id seq already_present`) to a file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use audit_core::chain::SignMode;
 use audit_core::keys::AuditSigner;
-use audit_core::sink::{AppendOutcome, AuditSink};
+use audit_core::pipeline::AuditPipeline;
+use audit_postgres::{PostgresOptions, sink_factory};
+use futures::StreamExt as _;
 
 /// What a writer process does.
 pub struct WriterJob {
@@ -64,37 +67,43 @@ pub fn spawn_writer(job: &WriterJob, extra_args: &[&str]) -> Child {
         .unwrap()
 }
 
-/// Appends `job.events` events in batches; returns the seconds spent.
+/// Submits `job.events` events through a pipeline whose batches hold at
+/// most `job.batch` events, awaiting every receipt; returns the seconds
+/// spent.
 pub async fn write_events(job: &WriterJob) -> f64 {
     let signer = Arc::new(AuditSigner::load(&job.key).unwrap());
     let mut options = super::chain_options("shared", &signer);
     if !job.sign_records {
         options.sign_mode = SignMode::CheckpointsOnly;
     }
-    let mut sink = super::sink(&job.url, options).await;
+    let chain = options.chain.clone();
+    let factory = sink_factory(job.url.clone(), options, PostgresOptions::default());
+    let pipeline = AuditPipeline::builder(factory)
+        .max_batch(job.batch)
+        .chain(chain)
+        .spawn();
+    let queue = pipeline.queue();
     let mut out = std::io::BufWriter::new(std::fs::File::create(&job.out).unwrap());
     let started = Instant::now();
-    let mut written = 0;
-    while written < job.events {
-        let n = job.batch.min(job.events - written);
-        let batch = super::events(written, n);
-        let outcomes = sink.append_batch(&batch).await.unwrap();
-        for (event, outcome) in batch.iter().zip(&outcomes) {
-            match outcome {
-                AppendOutcome::Appended(receipt) => writeln!(
-                    out,
-                    "{} {} {}",
-                    event.id(),
-                    receipt.seq,
-                    receipt.already_present
-                )
-                .unwrap(),
-                AppendOutcome::DeadLettered { reason } => panic!("dead-lettered: {reason}"),
+    // Two batches' worth waiting at a time, so that the drainer always
+    // finds a full batch.
+    let mut receipts = futures::stream::iter(super::events(0, job.events))
+        .map(|event| {
+            let queue = queue.clone();
+            async move {
+                let id = event.id().to_owned();
+                (id, queue.submit_wait(event).await)
             }
-        }
-        written += n;
+        })
+        .buffered(job.batch * 2);
+    while let Some((id, receipt)) = receipts.next().await {
+        let receipt = receipt.unwrap_or_else(|error| panic!("event {id}: {error}"));
+        writeln!(out, "{id} {} {}", receipt.seq, receipt.already_present).unwrap();
     }
     let seconds = started.elapsed().as_secs_f64();
+    let report = pipeline.shutdown(Duration::from_secs(30)).await;
+    assert!(report.is_clean(), "{:?}", report.errors);
+    assert_eq!(report.metrics.appended, job.events as u64);
     out.flush().unwrap();
     seconds
 }
