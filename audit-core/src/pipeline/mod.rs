@@ -239,9 +239,12 @@ impl PipelineBuilder {
         self
     }
 
-    /// Rebuilds of the sink allowed for one batch (default 5): after
+    /// Rebuilds of the sink allowed for one batch (default 10): after
     /// `max_restarts + 1` consecutive failures the batch goes to the
-    /// fallback file and the pipeline becomes terminal.
+    /// fallback file and the pipeline becomes terminal. With the default
+    /// backoff (10 ms doubling, capped at 2 s) the default rides out about
+    /// 6.5 s of outage, enough for a database restart; size it to the
+    /// outages your store has.
     pub fn max_restarts(mut self, max_restarts: u32) -> Self {
         self.config.max_restarts = max_restarts;
         self

@@ -35,7 +35,7 @@ impl Default for SupervisorConfig {
             max_batch: 1024,
             linger: Duration::ZERO,
             retry: RetryPolicy::default(),
-            max_restarts: 5,
+            max_restarts: 10,
             fallback: None,
             chain: ChainId::default(),
         }
