@@ -3,12 +3,16 @@
 //! - [`IgnoresCreateOnly`] turns every create-only put into an overwrite,
 //!   like an S3-compatible server that ignores `If-None-Match: *`;
 //! - [`FailingPuts`] refuses puts whose path contains a marker with
-//!   `PermissionDenied`, like a bucket policy that denies a prefix.
+//!   `PermissionDenied`, like a bucket policy that denies a prefix: always
+//!   ([`FailingPuts::new`]), or only as many as armed through a
+//!   [`PutDenials`] handle ([`FailingPuts::armed`]), to make one chosen
+//!   append fail.
 //!
 //! Everything else is passed through to the wrapped store.
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -123,20 +127,70 @@ impl IgnoresCreateOnly {
     }
 }
 
+/// How many puts a [`FailingPuts`] still refuses; a cheap, shared handle.
+#[derive(Debug, Clone, Default)]
+pub struct PutDenials(Arc<AtomicU64>);
+
+impl PutDenials {
+    /// Refuses the next `count` puts to a matching path (replacing what was
+    /// armed before).
+    pub fn deny_next(&self, count: u64) {
+        self.0.store(count, Ordering::SeqCst);
+    }
+
+    /// Refuses every later put to a matching path, until re-armed.
+    pub fn deny_all(&self) {
+        self.deny_next(u64::MAX);
+    }
+
+    /// Lets every put through again.
+    pub fn allow(&self) {
+        self.deny_next(0);
+    }
+
+    /// Puts still to be refused (`u64::MAX`: all of them).
+    pub fn remaining(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Whether this put is refused (and counts it).
+    fn take(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
+                0 => None,
+                u64::MAX => Some(u64::MAX),
+                left => Some(left - 1),
+            })
+            .is_ok()
+    }
+}
+
 /// A store that refuses puts to paths containing `marker`.
 #[derive(Debug)]
 pub struct FailingPuts {
     inner: Arc<dyn ObjectStore>,
     marker: String,
+    denials: PutDenials,
 }
 
 impl FailingPuts {
-    /// Wraps `inner`, refusing puts whose path contains `marker`.
+    /// Wraps `inner`, refusing every put whose path contains `marker`.
     pub fn new(inner: Arc<dyn ObjectStore>, marker: impl Into<String>) -> Self {
-        Self {
+        let (store, denials) = Self::armed(inner, marker);
+        denials.deny_all();
+        store
+    }
+
+    /// Wraps `inner`, refusing puts whose path contains `marker` only as
+    /// many times as armed through the returned handle (none at first).
+    pub fn armed(inner: Arc<dyn ObjectStore>, marker: impl Into<String>) -> (Self, PutDenials) {
+        let denials = PutDenials::default();
+        let store = Self {
             inner,
             marker: marker.into(),
-        }
+            denials: denials.clone(),
+        };
+        (store, denials)
     }
 }
 
@@ -155,12 +209,37 @@ impl FailingPuts {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        if location.as_ref().contains(&self.marker) {
+        if location.as_ref().contains(&self.marker) && self.denials.take() {
             return Err(object_store::Error::PermissionDenied {
                 path: location.to_string(),
                 source: format!("puts under {:?} are denied", self.marker).into(),
             });
         }
         self.inner.put_opts(location, payload, opts).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    #[tokio::test]
+    async fn armed_denials_refuse_only_as_many_puts_as_armed() {
+        let (store, denials) = FailingPuts::armed(Arc::new(InMemory::new()), "/records/");
+        let path = Path::from("p/records/a");
+        assert!(store.put(&path, "x".into()).await.is_ok());
+        denials.deny_next(2);
+        assert!(store.put(&Path::from("p/other"), "x".into()).await.is_ok());
+        assert!(store.put(&path, "x".into()).await.is_err());
+        assert!(store.put(&path, "x".into()).await.is_err());
+        assert!(store.put(&path, "x".into()).await.is_ok());
+        assert_eq!(denials.remaining(), 0);
+        denials.deny_all();
+        for _ in 0..3 {
+            assert!(store.put(&path, "x".into()).await.is_err());
+        }
+        denials.allow();
+        assert!(store.put(&path, "x".into()).await.is_ok());
     }
 }
