@@ -6,7 +6,10 @@
 //!   `PermissionDenied`, like a bucket policy that denies a prefix: always
 //!   ([`FailingPuts::new`]), or only as many as armed through a
 //!   [`PutDenials`] handle ([`FailingPuts::armed`]), to make one chosen
-//!   append fail.
+//!   append fail;
+//! - [`KeepsCopies`] copies every object it put successfully into a second
+//!   store, like the durable bucket behind a test server that forgets
+//!   everything when it is killed (moto keeps objects in memory).
 //!
 //! Everything else is passed through to the wrapped store.
 
@@ -219,6 +222,85 @@ impl FailingPuts {
     }
 }
 
+/// A store that copies every object it put successfully into a second
+/// store, `kept`: what the client was told is stored stays there even when
+/// the wrapped server loses it (killed and restarted). Multipart uploads
+/// are not copied.
+///
+/// A copy is created only; when `kept` already holds other bytes under
+/// that path, the wrapped store acknowledged two different objects under
+/// one name (across a restart): the copy is not replaced and the event is
+/// counted in [`KeepsCopies::conflicting_copies`].
+#[derive(Debug)]
+pub struct KeepsCopies {
+    inner: Arc<dyn ObjectStore>,
+    kept: Arc<dyn ObjectStore>,
+    conflicts: Arc<AtomicU64>,
+}
+
+impl KeepsCopies {
+    /// Wraps `inner`, copying its successful puts into `kept`.
+    pub fn new(inner: Arc<dyn ObjectStore>, kept: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            inner,
+            kept,
+            conflicts: Arc::default(),
+        }
+    }
+
+    /// Acknowledged puts whose path `kept` already held with other bytes.
+    pub fn conflicting_copies(&self) -> u64 {
+        self.conflicts.load(Ordering::SeqCst)
+    }
+
+    /// Keeps `payload` under `location` in `kept`; errors of `kept` are
+    /// returned (a test store that fails is a broken test).
+    async fn keep(&self, location: &Path, payload: PutPayload) -> object_store::Result<()> {
+        let bytes = payload.clone();
+        match self
+            .kept
+            .put_opts(location, payload, object_store::PutMode::Create.into())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = self.kept.get(location).await?.bytes().await?;
+                let new: Vec<u8> = bytes
+                    .iter()
+                    .flat_map(|chunk| chunk.iter().copied())
+                    .collect();
+                if existing.as_ref() != new.as_slice() {
+                    self.conflicts.fetch_add(1, Ordering::SeqCst);
+                    tracing::error!(%location, "two different objects acknowledged under one name");
+                }
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl fmt::Display for KeepsCopies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeepsCopies({} -> {})", self.inner, self.kept)
+    }
+}
+
+wrapping_store!(KeepsCopies);
+
+impl KeepsCopies {
+    async fn put_with(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let result = self.inner.put_opts(location, payload.clone(), opts).await?;
+        self.keep(location, payload).await?;
+        Ok(result)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +323,27 @@ mod tests {
         }
         denials.allow();
         assert!(store.put(&path, "x".into()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn kept_copies_survive_the_wrapped_store_and_conflicts_are_counted() {
+        let kept: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = Path::from("a/b");
+        let first = KeepsCopies::new(Arc::new(InMemory::new()), kept.clone());
+        first.put(&path, "one".into()).await.unwrap();
+        // The "restarted server": empty, same kept store.
+        let second = KeepsCopies::new(Arc::new(InMemory::new()), kept.clone());
+        second.put(&path, "one".into()).await.unwrap();
+        assert_eq!(second.conflicting_copies(), 0);
+        second.put(&path, "two".into()).await.unwrap();
+        assert_eq!(second.conflicting_copies(), 1);
+        let bytes = kept.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(bytes.as_ref(), b"one");
+        let refused = KeepsCopies::new(
+            Arc::new(FailingPuts::new(Arc::new(InMemory::new()), "c")),
+            kept.clone(),
+        );
+        assert!(refused.put(&Path::from("c/d"), "x".into()).await.is_err());
+        assert!(kept.head(&Path::from("c/d")).await.is_err());
     }
 }
