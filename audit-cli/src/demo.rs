@@ -17,11 +17,15 @@ use audit_core::chain::{ChainId, VerifyOptions, VerifyReport};
 use audit_core::chain_writer::ChainSinkOptions;
 use audit_core::keys::{AuditSigner, Keyring};
 use audit_core::pipeline::{AuditPipeline, Backpressure, ShutdownReport};
-use audit_sqlite::{SqliteOptions, SqliteVerifyOptions};
+use audit_core::sink::CheckpointPublisher;
+use audit_core::tee::MirrorFailures;
+use audit_s3_jsonl::ObjectStoreCheckpointPublisher;
+use audit_sqlite::SqliteVerifyOptions;
 
 use crate::error::{CliError, OK, failed};
 use crate::progress;
-use crate::store_url::StoreUrl;
+use crate::sinks;
+use crate::store_url::{Access, StoreUrl};
 
 /// The store used without `--store`.
 const DEFAULT_STORE: &str = "sqlite://demo-data/audit.db";
@@ -48,6 +52,15 @@ pub struct DemoArgs {
     /// database, generated when absent.
     #[arg(long, value_name = "PEM")]
     key: Option<PathBuf>,
+    /// Also publish every checkpoint of the chain to this archive
+    /// (s3://BUCKET/PREFIX or file:///DIR), for `verify --checkpoints`.
+    #[arg(long, value_name = "URL")]
+    publish_checkpoints: Option<StoreUrl>,
+    /// Also write every batch to this store (s3://, file://, sqlite://,
+    /// postgres://) through a tee; its failures never fail the primary and
+    /// are counted in the summary.
+    #[arg(long, value_name = "URL")]
+    mirror: Option<StoreUrl>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -55,14 +68,7 @@ pub struct DemoArgs {
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
-    let StoreUrl::Sqlite(path) = &args.store else {
-        return Err(args.store.unsupported("demo"));
-    };
-    let folder = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_owned();
+    let folder = demo_folder(&args.store);
     std::fs::create_dir_all(&folder).map_err(|error| {
         CliError::usage(format!("creating folder {}: {error}", folder.display()))
     })?;
@@ -78,7 +84,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         .enable_all()
         .build()
         .map_err(|error| CliError::usage(format!("starting the async runtime: {error}")))?;
-    let outcome = runtime.block_on(submit_all(&args, path, &folder, signer.clone()))?;
+    let outcome = runtime.block_on(submit_all(&args, &folder, signer.clone()))?;
     let verify_started = Instant::now();
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
@@ -113,6 +119,19 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         && outcome.shutdown.metrics.appended + outcome.shutdown.metrics.dead_lettered
             == args.events;
     Ok(if complete { OK } else { failed() })
+}
+
+/// Where the key and the fallback file live: beside a SQLite database,
+/// `demo-data/` otherwise.
+fn demo_folder(store: &StoreUrl) -> PathBuf {
+    match store {
+        StoreUrl::Sqlite(path) => path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned(),
+        _ => PathBuf::from("demo-data"),
+    }
 }
 
 fn load_or_create_key(
@@ -153,24 +172,52 @@ struct Outcome {
     shutdown: ShutdownReport,
     elapsed: Duration,
     submit_errors: u64,
+    mirror_failures: u64,
 }
 
 async fn submit_all(
     args: &DemoArgs,
-    path: &Path,
     folder: &Path,
     signer: Arc<AuditSigner>,
 ) -> Result<Outcome, CliError> {
     let chain = ChainId::default();
+    let publisher = match &args.publish_checkpoints {
+        Some(url) => {
+            let (store, prefix) = url.object_store(Access::Write, "demo --publish-checkpoints")?;
+            let publisher: Arc<dyn CheckpointPublisher> =
+                Arc::new(ObjectStoreCheckpointPublisher::new(store, prefix));
+            Some(publisher)
+        }
+        None => None,
+    };
     let sink_options = ChainSinkOptions {
         chain: chain.clone(),
         signer: Some(signer),
+        publisher,
         ..ChainSinkOptions::default()
     };
-    // Open once up front so that a wrong file is reported before any work.
-    audit_sqlite::SqliteStore::open(path, SqliteOptions::default()).await?;
-    let factory = audit_sqlite::sink_factory(path, sink_options, SqliteOptions::default());
-    let pipeline = AuditPipeline::builder(factory)
+    let factory = opened(
+        &args.store,
+        sinks::chain_factory(&args.store, sink_options.clone())?,
+    )
+    .await?;
+    let mirror_failures = MirrorFailures::default();
+    let builder = match &args.mirror {
+        Some(url) => {
+            let mirror_options = ChainSinkOptions {
+                publisher: None,
+                ..sink_options
+            };
+            let mirror = opened(url, sinks::chain_factory(url, mirror_options)?).await?;
+            AuditPipeline::builder(sinks::mirrored_factory(
+                factory,
+                mirror,
+                mirror_failures.clone(),
+            ))
+        }
+        None => AuditPipeline::builder(sinks::pipeline_factory(factory)),
+    };
+    let pipeline = builder
         .max_batch(MAX_BATCH)
         .backpressure(Backpressure::Block {
             capacity: QUEUE_CAPACITY,
@@ -221,7 +268,20 @@ async fn submit_all(
         shutdown,
         elapsed,
         submit_errors,
+        mirror_failures: mirror_failures.get(),
     })
+}
+
+/// `factory`, once it opened a sink: a wrong store is reported before any work.
+async fn opened(
+    url: &StoreUrl,
+    factory: sinks::SharedFactory,
+) -> Result<sinks::SharedFactory, CliError> {
+    factory
+        .create()
+        .await
+        .map_err(|error| CliError::usage(format!("opening {url}: {error}")))?;
+    Ok(factory)
 }
 
 const AGENTS: [&str; 6] = [
@@ -296,6 +356,8 @@ impl Summary<'_> {
             "batches": metrics.batches,
             "max_batch_size": metrics.max_batch_size,
             "restarts": metrics.restarts,
+            "mirror": self.args.mirror.as_ref().map(|url| url.to_string()),
+            "mirror_failures": self.outcome.mirror_failures,
             "drain_timed_out": self.outcome.shutdown.timed_out,
             "shutdown_errors": self.outcome.shutdown.errors,
             "checkpoint_seq": self.outcome.shutdown.checkpoint.as_ref().map(|checkpoint| checkpoint.seq),
@@ -326,6 +388,12 @@ impl Summary<'_> {
             metrics.max_batch_size
         );
         println!("events/s       {:.0}", self.events_per_s());
+        if let Some(mirror) = &self.args.mirror {
+            println!(
+                "mirror         {mirror}: {} failure(s)",
+                self.outcome.mirror_failures
+            );
+        }
         if self.outcome.shutdown.timed_out {
             println!("warning: the drain timed out after {DRAIN_TIMEOUT:?}");
         }
@@ -360,15 +428,12 @@ impl Summary<'_> {
     }
 
     fn public_key_hint(&self) -> String {
-        match (&self.args.key, &self.args.store) {
-            (None, StoreUrl::Sqlite(path)) => path
-                .parent()
-                .filter(|parent| !parent.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
+        match &self.args.key {
+            None => demo_folder(&self.args.store)
                 .join("audit-key.pub.pem")
                 .display()
                 .to_string(),
-            _ => "PUBLIC-KEY.pem".into(),
+            Some(_) => "PUBLIC-KEY.pem".into(),
         }
     }
 }

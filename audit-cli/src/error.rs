@@ -25,6 +25,18 @@ impl From<audit_sqlite::SqliteError> for CliError {
     }
 }
 
+impl From<audit_postgres::PostgresError> for CliError {
+    fn from(error: audit_postgres::PostgresError) -> Self {
+        Self::usage(error.to_string())
+    }
+}
+
+impl From<audit_s3_jsonl::ArchiveError> for CliError {
+    fn from(error: audit_s3_jsonl::ArchiveError) -> Self {
+        Self::usage(error.to_string())
+    }
+}
+
 impl From<audit_core::KeyError> for CliError {
     fn from(error: audit_core::KeyError) -> Self {
         Self::usage(error.to_string())
@@ -42,4 +54,15 @@ pub fn failed() -> ExitCode {
 /// Exit code 2: usage or I/O error.
 pub fn usage_error() -> ExitCode {
     ExitCode::from(2)
+}
+
+/// Runs `future` to completion on a fresh single-threaded runtime (the
+/// commands are synchronous; the PostgreSQL and object-store clients are
+/// async).
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::usage(format!("starting the async runtime: {error}")))?;
+    Ok(runtime.block_on(future))
 }

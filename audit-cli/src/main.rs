@@ -1,8 +1,8 @@
 //! `deferred-audit`: generate keys, run the demo, verify any chain, list
 //! and replay dead letters, export a chain.
 //!
-//! Stores are named by URL (`sqlite://PATH`, `file:///DIR`; `postgres://…`
-//! and `s3://BUCKET/PREFIX` as their backends land). Exit codes: 0 when
+//! Stores are named by URL (`sqlite://PATH`, `postgres://…`,
+//! `s3://BUCKET/PREFIX`, `file:///DIR`; see [`store_url::URLS_HELP`]). Exit codes: 0 when
 //! every check holds, 1 when a verification fails, 2 on usage or I/O errors.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -13,8 +13,8 @@ mod dlq;
 mod error;
 mod export;
 mod keygen;
-mod local_jsonl;
 mod progress;
+mod sinks;
 mod store_url;
 mod verify;
 
@@ -28,7 +28,7 @@ use crate::store_url::StoreUrl;
 
 /// Durable, tamper-evident audit logging: keys, demo, verification, dead letters.
 #[derive(Debug, Parser)]
-#[command(name = "deferred-audit", version, about)]
+#[command(name = "deferred-audit", version, about, after_help = store_url::URLS_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,12 +46,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Verify a chain: exit 0 when every check holds, 1 when one fails, 2 on usage or I/O errors.
     Verify {
-        /// The store: sqlite://PATH or file:///DIR (JSONL layout).
+        /// The store: sqlite://, postgres://, s3:// or file:// (see below).
         url: StoreUrl,
         /// A public key (SPKI PEM) trusted for signatures; repeat for rotated keys.
         #[arg(long, value_name = "PEM")]
         pubkey: Vec<PathBuf>,
-        /// Also check the checkpoints kept in this store (e.g. published off-box).
+        /// Also check the checkpoints kept in this store: an archive they were published to (s3://, file://), or another database.
         #[arg(long, value_name = "URL")]
         checkpoints: Option<StoreUrl>,
         /// Fail on any unsigned record.
@@ -71,9 +71,9 @@ enum Command {
     },
     /// Export a chain into the JSONL layout (FORMAT.md section 7).
     Export {
-        /// The store to read: sqlite://PATH.
+        /// The store to read: sqlite://PATH or postgres://….
         url: StoreUrl,
-        /// The folder to write: file:///DIR.
+        /// The archive to write: file:///DIR or s3://BUCKET/PREFIX.
         #[arg(long, value_name = "URL")]
         to: StoreUrl,
         /// Records per segment object.
@@ -86,7 +86,7 @@ enum Command {
 enum DlqCommand {
     /// List the dead letters of a store.
     List {
-        /// The store: sqlite://PATH.
+        /// The store: sqlite://, postgres://, s3:// or file://.
         url: StoreUrl,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -94,7 +94,7 @@ enum DlqCommand {
     },
     /// Append the dead letters to the chain (idempotently) and remove them.
     Replay {
-        /// The store: sqlite://PATH.
+        /// The store: sqlite://PATH or postgres://….
         url: StoreUrl,
         /// The secret key (PKCS#8 PEM) to sign the replayed records with.
         #[arg(long, value_name = "PEM")]

@@ -7,8 +7,32 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
 
 use crate::error::CliError;
+
+/// The store URLs and their environment, for `--help`.
+pub const URLS_HELP: &str = "\
+Store URLs:
+  sqlite://PATH            a SQLite file (sqlite:///abs/path for an absolute one)
+  postgres://USER:PASSWORD@HOST:PORT/DB
+                           a PostgreSQL database (postgresql:// too)
+  s3://BUCKET/PREFIX       a JSONL archive in S3 or an S3-compatible server
+  file:///DIR              a JSONL archive in a local folder
+
+s3:// URLs read the usual AWS environment variables:
+  AWS_ENDPOINT_URL         the server, e.g. http://127.0.0.1:9000 (unset: AWS)
+  AWS_REGION               e.g. us-east-1 (or AWS_DEFAULT_REGION)
+  AWS_ACCESS_KEY_ID        the access key (unset: instance or container credentials)
+  AWS_SECRET_ACCESS_KEY    its secret (and AWS_SESSION_TOKEN when temporary)
+  AWS_ALLOW_HTTP=true      allow a plain-HTTP endpoint
+  AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true
+                           bucket in the host name (default: path-style)
+
+Exit codes: 0 every check holds, 1 a verification failed, 2 usage or I/O error.";
 
 /// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +93,44 @@ impl StoreUrl {
         CliError::usage(format!(
             "`{command}` does not support {scheme} stores in this build yet ({self}); use a sqlite://PATH store"
         ))
+    }
+}
+
+/// Whether an object-store URL is read (its folder must exist) or written
+/// (a missing folder is created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read an existing archive.
+    Read,
+    /// Write into it, creating a missing folder.
+    Write,
+}
+
+impl StoreUrl {
+    /// The object store and prefix of an `s3://` or `file://` URL (the JSONL
+    /// layout of FORMAT.md section 7), for `command`.
+    pub fn object_store(
+        &self,
+        access: Access,
+        command: &str,
+    ) -> Result<(Arc<dyn ObjectStore>, ObjectPath), CliError> {
+        let url = match self {
+            Self::S3 { .. } => self.to_string(),
+            Self::File(dir) => {
+                if access == Access::Read && !dir.is_dir() {
+                    return Err(CliError::usage(format!(
+                        "{} is not a folder; give file:///DIR of a folder in the JSONL layout",
+                        dir.display()
+                    )));
+                }
+                let absolute = std::path::absolute(dir).map_err(|error| {
+                    CliError::usage(format!("resolving {}: {error}", dir.display()))
+                })?;
+                format!("file://{}", absolute.display())
+            }
+            other => return Err(other.unsupported(command)),
+        };
+        Ok(audit_s3_jsonl::url::open_store_url(&url)?)
     }
 }
 

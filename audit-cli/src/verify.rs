@@ -4,14 +4,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use audit_core::chain::{Checkpoint, FailureKind, VerifyOptions, VerifyReport};
+use audit_core::chain::{ChainId, Checkpoint, FailureKind, VerifyOptions, VerifyReport};
 use audit_core::keys::Keyring;
 use audit_sqlite::SqliteVerifyOptions;
 
-use crate::error::{CliError, OK, failed};
-use crate::local_jsonl::LocalJsonl;
+use crate::error::{CliError, OK, block_on, failed};
 use crate::progress;
-use crate::store_url::StoreUrl;
+use crate::store_url::{Access, StoreUrl};
 
 /// What to verify and how.
 #[derive(Debug, Clone)]
@@ -77,45 +76,86 @@ pub fn verify_store(
             bar.finish_and_clear();
             Ok(report?)
         }
-        StoreUrl::File(dir) => {
-            let bar = progress::bar(0, "verify", quiet);
-            let report =
-                LocalJsonl::open(dir)?.verify(keyring, &options, from, extra, &mut |done| {
-                    bar.set_position(done)
-                });
-            bar.finish_and_clear();
-            report
+        StoreUrl::File(_) | StoreUrl::S3 { .. } => {
+            refuse_from(from, "file:// and s3://")?;
+            let (store, prefix) = url.object_store(Access::Read, "verify")?;
+            Ok(block_on(audit_s3_jsonl::verify::verify_archive(
+                store.as_ref(),
+                &prefix,
+                None,
+                keyring.clone(),
+                options,
+                extra,
+            ))??)
         }
-        other => Err(other.unsupported("verify")),
+        StoreUrl::Postgres(url) => {
+            refuse_from(from, "postgres://")?;
+            let bar = progress::bar(0, "verify", quiet);
+            let report = block_on(audit_postgres::verify_postgres(
+                url,
+                keyring.clone(),
+                options,
+                extra,
+                |done| bar.set_position(done),
+            ))?;
+            bar.finish_and_clear();
+            Ok(report?)
+        }
+    }
+}
+
+/// `--from` is served by the SQLite reader alone.
+fn refuse_from(from: Option<u64>, scheme: &str) -> Result<(), CliError> {
+    match from {
+        Some(seq) => Err(CliError::usage(format!(
+            "--from {seq} is not served for {scheme} stores; verify the whole chain or export it to sqlite:// first"
+        ))),
+        None => Ok(()),
     }
 }
 
 fn load_checkpoints(url: &StoreUrl) -> Result<Vec<Checkpoint>, CliError> {
     match url {
         StoreUrl::Sqlite(path) => Ok(audit_sqlite::read_checkpoints(path)?),
-        StoreUrl::File(dir) => LocalJsonl::open(dir)?.all_checkpoints(),
-        other => Err(other.unsupported("verify --checkpoints")),
+        StoreUrl::Postgres(url) => block_on(postgres_checkpoints(url))?,
+        StoreUrl::File(_) | StoreUrl::S3 { .. } => {
+            let (store, prefix) = url.object_store(Access::Read, "verify --checkpoints")?;
+            block_on(archive_checkpoints(store.as_ref(), &prefix))?
+        }
     }
 }
 
-/// Merges per-chain reports into one, failures in (chain, seq) order.
-pub fn merge(reports: Vec<VerifyReport>) -> VerifyReport {
-    let mut total = VerifyReport {
-        records: 0,
-        checkpoints: 0,
-        chains: Default::default(),
-        failures: Vec::new(),
-    };
-    for report in reports {
-        total.records += report.records;
-        total.checkpoints += report.checkpoints;
-        total.chains.extend(report.chains);
-        total.failures.extend(report.failures);
+/// Every decodable checkpoint of every chain of a PostgreSQL database; an
+/// undecodable one is an error naming it.
+async fn postgres_checkpoints(url: &str) -> Result<Vec<Checkpoint>, CliError> {
+    let reader =
+        audit_postgres::PostgresReader::connect(url, audit_postgres::PostgresOptions::default())
+            .await?;
+    let mut all = Vec::new();
+    for name in reader.chains().await? {
+        let chain = ChainId::new(&name).map_err(|error| CliError::usage(error.to_string()))?;
+        for checkpoint in reader.checkpoints(&chain).await? {
+            all.push(checkpoint.map_err(|(seq, detail)| {
+                CliError::usage(format!(
+                    "checkpoint at seq {seq} of chain {name} in {}: {detail}",
+                    reader.target()
+                ))
+            })?);
+        }
     }
-    total
-        .failures
-        .sort_by(|a, b| (&a.chain, a.seq).cmp(&(&b.chain, b.seq)));
-    total
+    Ok(all)
+}
+
+/// Every checkpoint of every chain under `prefix`.
+async fn archive_checkpoints(
+    store: &dyn object_store::ObjectStore,
+    prefix: &object_store::path::Path,
+) -> Result<Vec<Checkpoint>, CliError> {
+    let mut all = Vec::new();
+    for chain in audit_s3_jsonl::verify::list_chains(store, prefix).await? {
+        all.extend(audit_s3_jsonl::read_checkpoints(store, prefix, &chain).await?);
+    }
+    Ok(all)
 }
 
 /// The report as the JSON object of `--json`.

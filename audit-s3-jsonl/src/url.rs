@@ -91,6 +91,10 @@ pub fn open_store_url(url: &str) -> Result<(Arc<dyn ObjectStore>, Path), Archive
 /// An S3 builder from the AWS environment variables, with the retry and
 /// timeout settings of this crate.
 pub fn s3_builder_from_env() -> AmazonS3Builder {
+    // `with_client_options` replaces the client options `from_env` read,
+    // so `AWS_ALLOW_HTTP` is applied again afterwards.
+    let allow_http = std::env::var("AWS_ALLOW_HTTP")
+        .is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1");
     AmazonS3Builder::from_env()
         .with_retry(s3_retry_config(S3_RETRY_TIMEOUT))
         .with_client_options(
@@ -98,6 +102,7 @@ pub fn s3_builder_from_env() -> AmazonS3Builder {
                 .with_timeout(S3_REQUEST_TIMEOUT)
                 .with_connect_timeout(Duration::from_secs(5)),
         )
+        .with_allow_http(allow_http)
 }
 
 /// Exponential backoff from 50 ms to 2 s, up to `deadline` in total.
