@@ -267,30 +267,57 @@ pub(crate) fn read_head(
     Ok(ChainHead { seq, hash })
 }
 
-fn existing_receipt(
+/// Event ids looked up per query.
+const IDS_PER_LOOKUP: usize = 256;
+
+/// The records already in `chain` for any of `events`' ids, by event id,
+/// looked up [`IDS_PER_LOOKUP`] ids per query.
+fn existing_receipts(
     transaction: &Transaction<'_>,
     chain: &ChainId,
-    event_id: &str,
+    events: &[AuditEvent],
     describe: &str,
-) -> Result<Option<Receipt>, SinkError> {
-    let row: Option<(i64, Vec<u8>)> = transaction
-        .prepare_cached(
-            "SELECT seq, record_hash FROM audit_records WHERE chain_id = ?1 AND event_id = ?2",
-        )
-        .and_then(|mut statement| {
-            statement
-                .query_row(params![chain.as_str(), event_id], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
-                .optional()
-        })
-        .map_err(|error| sink_error(describe, "looking up an event id", error))?;
-    Ok(row.map(|(seq, hash)| Receipt {
-        chain: chain.clone(),
-        seq: u64::try_from(seq).unwrap_or_default(),
-        record_hash: Digest::from_slice(&hash).unwrap_or(Digest::ZERO),
-        already_present: true,
-    }))
+) -> Result<HashMap<String, Receipt>, SinkError> {
+    let mut found = HashMap::new();
+    for chunk in events.chunks(IDS_PER_LOOKUP) {
+        let mut sql = String::from(
+            "SELECT event_id, seq, record_hash FROM audit_records WHERE chain_id = ?1 AND event_id IN (",
+        );
+        for index in 0..chunk.len() {
+            if index > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("?{}", index + 2));
+        }
+        sql.push(')');
+        let mut statement = transaction
+            .prepare_cached(&sql)
+            .map_err(|error| sink_error(describe, "preparing the event id lookup", error))?;
+        let ids = std::iter::once(chain.as_str()).chain(chunk.iter().map(AuditEvent::id));
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(ids))
+            .map_err(|error| sink_error(describe, "looking up event ids", error))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(|error| sink_error(describe, "looking up event ids", error))?
+        {
+            let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(String, i64, Vec<u8>)> {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            };
+            let (id, seq, hash) =
+                read(row).map_err(|error| sink_error(describe, "reading an event id", error))?;
+            found.insert(
+                id,
+                Receipt {
+                    chain: chain.clone(),
+                    seq: u64::try_from(seq).unwrap_or_default(),
+                    record_hash: Digest::from_slice(&hash).unwrap_or(Digest::ZERO),
+                    already_present: true,
+                },
+            );
+        }
+    }
+    Ok(found)
 }
 
 /// Rows per multi-row `INSERT` statement: 12 parameters each, well under
@@ -408,12 +435,13 @@ pub(crate) fn append_in(
     let mut fresh: Vec<AuditEvent> = Vec::with_capacity(events.len());
     let mut fresh_index: HashMap<&str, usize> = HashMap::new();
     let mut repeats: Vec<(usize, usize)> = Vec::new();
+    let existing = existing_receipts(transaction, chain, events, describe)?;
     for (position, event) in events.iter().enumerate() {
         if let Some(&index) = fresh_index.get(event.id()) {
             repeats.push((position, index));
             outcomes.push(None);
-        } else if let Some(receipt) = existing_receipt(transaction, chain, event.id(), describe)? {
-            outcomes.push(Some(AppendOutcome::Appended(receipt)));
+        } else if let Some(receipt) = existing.get(event.id()) {
+            outcomes.push(Some(AppendOutcome::Appended(receipt.clone())));
         } else {
             fresh_index.insert(event.id(), fresh.len());
             fresh.push(event.clone());
