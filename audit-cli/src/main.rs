@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod bench;
 mod demo;
 mod dlq;
 mod error;
@@ -42,6 +43,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Measure the pipeline against the machine's limits and the one-event-per-transaction baseline.
+    Bench(bench::BenchArgs),
     /// Run the main job: producers simulating a governance engine submit refusals through the pipeline into a chain, then verify it.
     Demo(demo::DemoArgs),
     /// Verify a chain: exit 0 when every check holds, 1 when one fails, 2 on usage or I/O errors.
@@ -108,6 +111,7 @@ enum DlqCommand {
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Keygen { out } => keygen::run(&out),
+        Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Verify {
             url,

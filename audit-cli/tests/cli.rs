@@ -435,3 +435,37 @@ fn demo_text_summary_names_every_figure() {
         .code(2)
         .stderr(predicate::str::contains("ftp://host/chain"));
 }
+
+#[test]
+fn bench_json_reports_every_measure_as_a_positive_number() {
+    let output = cli()
+        .args(["bench", "--events", "2000", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_of(&output);
+    for field in [
+        "pipeline_events_per_s",
+        "baseline_events_per_s",
+        "ratio",
+        "limit_fraction",
+        "submit_ns_median",
+        "submit_ns_p99",
+        "signs_per_s_one_core",
+        "signs_per_s_all_cores",
+        "raw_insert_rows_per_s",
+        "verify_records_per_s",
+        "peak_memory_bytes",
+    ] {
+        let value = report[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} missing or not a number: {report}"));
+        assert!(value > 0.0, "{field} = {value}: {report}");
+    }
+    assert_eq!(report["pipeline_appended"], 2000, "{report}");
+    assert_eq!(report["verify_ok"], true, "{report}");
+}

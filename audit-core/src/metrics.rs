@@ -4,14 +4,15 @@
 //! ## The accounting invariant
 //!
 //! `submitted = appended + dead_lettered + lost + in_flight` holds in every
-//! snapshot. The five ledger counters live together behind one mutex: an
-//! event is counted `submitted` and `in_flight` in the same critical section
-//! that hands it to the channel (so the drainer can never resolve an event
-//! before it is counted), the drainer moves a whole batch from `in_flight`
-//! to its outcomes in one critical section, and [`PipelineMetrics::snapshot`]
-//! reads the five under the same lock. The lock is held for a few
-//! nanoseconds (one channel send or a few additions); every other counter is
-//! a plain atomic.
+//! snapshot, with no lock on the submit path: `in_flight` is not stored but
+//! derived, `submitted - (appended + dead_lettered + lost)`. An event is
+//! counted `submitted` *before* it is handed to the channel (and a refused
+//! hand-over is subtracted again), so the drainer can never resolve an event
+//! that is not yet counted; [`PipelineMetrics::snapshot`] reads the three
+//! outcome counters first and `submitted` last (all sequentially consistent),
+//! so every outcome it sees belongs to a submission it also sees, and
+//! `in_flight` is never negative. An event whose hand-over is being refused
+//! may show as in flight for an instant. Every counter is a plain atomic.
 //!
 //! `dead_lettered` counts both the sink's own dead letters (`dlq_landed`) and
 //! the events written to the pipeline's fallback file. Events refused before
@@ -58,7 +59,6 @@
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// Upper bounds (inclusive, microseconds) of the append-latency buckets;
@@ -71,21 +71,36 @@ pub const LATENCY_BUCKETS_US: [u64; 7] = [
 /// Number of buckets of the latency histogram (the bounds plus one overflow bucket).
 pub const LATENCY_BUCKET_COUNT: usize = LATENCY_BUCKETS_US.len() + 1;
 
-/// The counters the accounting invariant is about, kept together.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The counters the accounting invariant is about (`in_flight` is derived).
+#[derive(Debug, Default)]
 struct Ledger {
-    submitted: u64,
-    appended: u64,
-    dead_lettered: u64,
-    lost: u64,
-    in_flight: u64,
+    submitted: AtomicU64,
+    appended: AtomicU64,
+    dead_lettered: AtomicU64,
+    lost: AtomicU64,
+}
+
+/// The ledger's ordering: sequentially consistent, see the module docs.
+const LEDGER: Ordering = Ordering::SeqCst;
+
+impl Ledger {
+    /// `(submitted, appended, dead_lettered, lost, in_flight)`, outcomes
+    /// read before `submitted` so that `in_flight` is never negative.
+    fn read(&self) -> (u64, u64, u64, u64, u64) {
+        let appended = self.appended.load(LEDGER);
+        let dead_lettered = self.dead_lettered.load(LEDGER);
+        let lost = self.lost.load(LEDGER);
+        let submitted = self.submitted.load(LEDGER);
+        let in_flight = submitted.saturating_sub(appended + dead_lettered + lost);
+        (submitted, appended, dead_lettered, lost, in_flight)
+    }
 }
 
 /// The live metrics of one pipeline, shared by its queue and drainer.
 #[derive(Debug)]
 pub struct PipelineMetrics {
     name: String,
-    ledger: Mutex<Ledger>,
+    ledger: Ledger,
     send_failures: AtomicU64,
     append_failures: AtomicU64,
     dlq_landed: AtomicU64,
@@ -160,7 +175,7 @@ impl PipelineMetrics {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            ledger: Mutex::new(Ledger::default()),
+            ledger: Ledger::default(),
             send_failures: AtomicU64::new(0),
             append_failures: AtomicU64::new(0),
             dlq_landed: AtomicU64::new(0),
@@ -182,16 +197,16 @@ impl PipelineMetrics {
         &self.name
     }
 
-    /// A consistent copy of every value; the ledger is read under its lock.
+    /// A copy of every value; the ledger's invariant holds in it.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let ledger = *self.ledger();
+        let (submitted, appended, dead_lettered, lost, in_flight) = self.ledger.read();
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         MetricsSnapshot {
-            submitted: ledger.submitted,
-            appended: ledger.appended,
-            dead_lettered: ledger.dead_lettered,
-            lost: ledger.lost,
-            in_flight: ledger.in_flight,
+            submitted,
+            appended,
+            dead_lettered,
+            lost,
+            in_flight,
             send_failures: load(&self.send_failures),
             append_failures: load(&self.append_failures),
             dlq_landed: load(&self.dlq_landed),
@@ -212,7 +227,7 @@ impl PipelineMetrics {
 
     /// Events submitted and not yet resolved.
     pub fn in_flight(&self) -> u64 {
-        self.ledger().in_flight
+        self.ledger.read().4
     }
 
     /// Whether the pipeline is in its terminal state.
@@ -261,27 +276,22 @@ impl PipelineMetrics {
         }
     }
 
-    fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs `send` under the ledger lock and, if it succeeds, counts one
-    /// event submitted, in flight and queued.
+    /// Counts one event submitted (so in flight), then runs `send`; if the
+    /// send fails the count is taken back, otherwise the event is queued.
     pub(crate) fn admit<T>(&self, send: impl FnOnce() -> Result<(), T>) -> Result<(), T> {
-        let mut ledger = self.ledger();
-        send()?;
-        ledger.submitted += 1;
-        ledger.in_flight += 1;
+        self.ledger.submitted.fetch_add(1, LEDGER);
+        if let Err(error) = send() {
+            self.ledger.submitted.fetch_sub(1, LEDGER);
+            return Err(error);
+        }
         self.queue_depth.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// Counts an event refused by `submit`: submitted and lost at once.
     pub(crate) fn lost_at_submit(&self) {
-        let mut ledger = self.ledger();
-        ledger.submitted += 1;
-        ledger.lost += 1;
-        drop(ledger);
+        self.ledger.submitted.fetch_add(1, LEDGER);
+        self.ledger.lost.fetch_add(1, LEDGER);
         self.send_failures.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -295,13 +305,11 @@ impl PipelineMetrics {
         self.queue_depth.fetch_sub(count as u64, Ordering::Relaxed);
     }
 
-    /// Moves resolved events out of `in_flight`, in one step.
+    /// Counts resolved events (they leave the derived `in_flight`).
     pub(crate) fn resolve(&self, appended: u64, dead_lettered: u64, lost: u64) {
-        let mut ledger = self.ledger();
-        ledger.appended += appended;
-        ledger.dead_lettered += dead_lettered;
-        ledger.lost += lost;
-        ledger.in_flight -= appended + dead_lettered + lost;
+        self.ledger.appended.fetch_add(appended, LEDGER);
+        self.ledger.dead_lettered.fetch_add(dead_lettered, LEDGER);
+        self.ledger.lost.fetch_add(lost, LEDGER);
     }
 
     pub(crate) fn add_dlq_landed(&self, count: u64) {
@@ -381,6 +389,35 @@ mod tests {
             ),
             (0, 0, 1)
         );
+    }
+
+    #[test]
+    fn concurrent_snapshots_never_see_an_outcome_before_its_submission() {
+        let metrics = PipelineMetrics::new("t");
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let metrics = &metrics;
+            scope.spawn(move || {
+                for _ in 0..20_000 {
+                    metrics.admit(|| tx.send(()).map_err(drop)).unwrap();
+                }
+                drop(tx);
+            });
+            scope.spawn(move || {
+                while rx.recv().is_ok() {
+                    metrics.resolve(1, 0, 0);
+                }
+            });
+            scope.spawn(move || {
+                for _ in 0..20_000 {
+                    let snapshot = metrics.snapshot();
+                    assert!(snapshot.submitted >= snapshot.resolved(), "{snapshot:?}");
+                    assert!(snapshot.is_balanced(), "{snapshot:?}");
+                }
+            });
+        });
+        let snapshot = metrics.snapshot();
+        assert_eq!((snapshot.appended, snapshot.in_flight), (20_000, 0));
     }
 
     #[test]

@@ -348,3 +348,51 @@ fn jsonl_codec_reencodes_every_vector_line_and_checkpoint_byte_for_byte() {
         );
     }
 }
+
+#[test]
+fn parallel_batch_sealing_is_byte_identical_to_sequential_sealing_past_the_threshold() {
+    let signer = Arc::new(AuditSigner::load_unchecked_for_test(
+        &vectors().join("good/secret.pem"),
+    ));
+    let sealer = Sealer::new(
+        ChainId::new("default").unwrap(),
+        Some(signer),
+        SignMode::EveryRecord,
+    );
+    let events: Vec<AuditEvent> = (0..3_000u64)
+        .map(|n| {
+            AuditEvent::new(
+                "governance.refusal",
+                "agent:alice",
+                serde_json::json!({"rule": "R001", "request": n}),
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut head = ChainHead::EMPTY;
+    let sequential: Vec<_> = events
+        .iter()
+        .map(|event| {
+            let record = sealer.seal(head, event);
+            head = record.head();
+            record
+        })
+        .collect();
+    // Large batches are signed on every core; batches of 1 and 63 stay
+    // below the parallel threshold. All must give the same bytes.
+    assert_eq!(sealer.seal_batch(ChainHead::EMPTY, &events), sequential);
+    let mut pieces = Vec::new();
+    let mut head = ChainHead::EMPTY;
+    for chunk in [
+        &events[..1],
+        &events[1..64],
+        &events[64..1_000],
+        &events[1_000..],
+    ] {
+        let records = sealer.seal_batch(head, chunk);
+        head = records.last().unwrap().head();
+        pieces.extend(records);
+    }
+    assert_eq!(pieces, sequential);
+    assert!(sequential.iter().all(|record| record.sig.is_some()));
+}

@@ -43,7 +43,10 @@ pub use dead_letters::{
     ReplayReport, StoredDeadLetter, list_dead_letters, replay_dead_letters, replay_letters,
 };
 pub use error::{SqliteError, classify};
-pub use store::{Durability, SqliteOptions, SqliteSink, SqliteStore, open_sink, sink_factory};
+pub use store::{
+    Durability, SqliteOptions, SqliteSink, SqliteStore, insert_sealed_blocking, open_sink,
+    sink_factory,
+};
 pub use verify::{
     SqliteVerifyOptions, count_records, for_each_record, read_checkpoints, verify_sqlite,
 };

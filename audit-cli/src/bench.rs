@@ -1,0 +1,469 @@
+//! `deferred-audit bench`: how fast the pipeline writes on this machine,
+//! against the machine's own limits and against the original daemon.
+//!
+//! In one run, on the same store kind and durability:
+//! 1. the machine's limits: Ed25519 signatures per second on one core and
+//!    on all cores, and the store's raw batched insert rate for rows of the
+//!    same size (pre-sealed rows, multi-row inserts, one transaction per
+//!    chunk of [`MAX_BATCH`]);
+//! 2. the pipeline as shipped (batches up to [`MAX_BATCH`]);
+//! 3. the baseline, done as the original daemon did it: the same sink with
+//!    one event per transaction and one signature per event, on
+//!    `events / 20` events;
+//! 4. verification of the pipeline's chain.
+//!
+//! Producers are OS threads calling [`AuditQueue::submit`]; each call is
+//! timed. Memory is the process's peak resident size (`VmHWM`), and its
+//! growth over the pipeline run divided by the deepest queue observed.
+
+mod measure;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use audit_core::chain::{ChainHead, ChainId, SignMode, VerifyOptions};
+use audit_core::chain_writer::ChainSinkOptions;
+use audit_core::keys::{AuditSigner, Keyring};
+use audit_core::pipeline::{AuditPipeline, AuditQueue};
+use audit_core::{AuditEvent, EventError};
+use audit_sqlite::{SqliteOptions, SqliteStore, SqliteVerifyOptions};
+use measure::{Latencies, per_second, proc_status_bytes};
+
+use crate::error::{CliError, OK, failed};
+use crate::store_url::StoreUrl;
+
+/// Largest batch of the pipeline run (one transaction each).
+pub const MAX_BATCH: usize = 8_192;
+/// How long the pipeline may take to drain at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// The producer number of the raw-insert rows.
+const RAW_PRODUCER: u64 = 9_999;
+/// Signatures per core when measuring the signing rate.
+const SIGNS_PER_CORE: u64 = 4_000;
+
+/// Which records the bench signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignChoice {
+    /// Every record signed: the limit is the all-core signing rate.
+    Every,
+    /// Only checkpoints signed: the limit is the raw insert rate.
+    Checkpoints,
+}
+
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The store to measure (default: a SQLite file in a temporary folder).
+    /// The baseline and the raw inserts use sibling files
+    /// (`PATH.baseline`, `PATH.raw`).
+    #[arg(long, value_name = "URL")]
+    store: Option<StoreUrl>,
+    /// Events through the pipeline (the baseline gets a twentieth).
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Producer threads submitting concurrently.
+    #[arg(long, default_value_t = 4)]
+    producers: u64,
+    /// Which records are signed.
+    #[arg(long, value_enum, default_value = "every")]
+    sign: SignChoice,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the bench.
+pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
+    let temp = tempfile::tempdir()
+        .map_err(|error| CliError::usage(format!("creating a temporary folder: {error}")))?;
+    let path = match &args.store {
+        None => temp.path().join("bench.db"),
+        Some(StoreUrl::Sqlite(path)) => path.clone(),
+        Some(other) => return Err(other.unsupported("bench")),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::usage(format!("starting the async runtime: {error}")))?;
+    let signer = Arc::new(AuditSigner::generate());
+    let sign_mode = match args.sign {
+        SignChoice::Every => SignMode::EveryRecord,
+        SignChoice::Checkpoints => SignMode::CheckpointsOnly,
+    };
+    let events = args.events.max(1);
+    let producers = args.producers.max(1);
+    let pipeline = run_pipeline(
+        &runtime, &path, &signer, sign_mode, MAX_BATCH, events, producers,
+    )?;
+    let verify = verify_rate(&path, &signer)?;
+    let baseline_events = (events / 20).max(50);
+    let baseline = run_pipeline(
+        &runtime,
+        &sibling(&path, "baseline"),
+        &signer,
+        SignMode::EveryRecord,
+        1,
+        baseline_events,
+        producers,
+    )?;
+    let limits = Limits {
+        signs_one_core: measure::signs_per_s_one_core(&signer, SIGNS_PER_CORE),
+        signs_all_cores: measure::signs_per_s_all_cores(&signer, SIGNS_PER_CORE),
+        raw_insert: raw_insert_rate(&sibling(&path, "raw"), &signer, sign_mode, events)?,
+    };
+    let report = Report {
+        args: &args,
+        store: StoreUrl::Sqlite(path.clone()),
+        limits,
+        pipeline,
+        baseline,
+        verify,
+    };
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        report.print();
+    }
+    let complete = report.pipeline.appended == events && report.verify.ok;
+    Ok(if complete { OK } else { failed() })
+}
+
+/// `PATH.suffix`, beside `path`.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// A governance refusal with a payload of about 300 bytes.
+fn bench_event(producer: u64, n: u64) -> Result<AuditEvent, EventError> {
+    AuditEvent::new(
+        "governance.refusal",
+        "agent:bench",
+        serde_json::json!({
+            "rule": "R001",
+            "decision": "refuse",
+            "action": "write",
+            "path": "secrets/api-keys.env",
+            "engine": producer,
+            "request": n,
+            "reason": "agents may not write under secrets/; the write was refused before it reached the file system and the agent was told why, so that it can ask a human operator for the change it needs",
+        }),
+    )
+}
+
+/// What one pipeline run measured.
+struct PipelineRun {
+    events: u64,
+    appended: u64,
+    elapsed: Duration,
+    submit: measure::SortedLatencies,
+    submit_failures: u64,
+    peak_queue_depth: u64,
+    memory_growth: u64,
+    batches: u64,
+}
+
+impl PipelineRun {
+    fn events_per_s(&self) -> f64 {
+        per_second(self.appended, self.elapsed)
+    }
+
+    fn bytes_per_queued_event(&self) -> f64 {
+        if self.peak_queue_depth == 0 {
+            return 0.0;
+        }
+        self.memory_growth as f64 / self.peak_queue_depth as f64
+    }
+}
+
+/// Runs `events` events from `producers` threads through a pipeline into a
+/// SQLite chain at `path` (`synchronous=FULL`), batches up to `max_batch`.
+fn run_pipeline(
+    runtime: &tokio::runtime::Runtime,
+    path: &Path,
+    signer: &Arc<AuditSigner>,
+    sign_mode: SignMode,
+    max_batch: usize,
+    events: u64,
+    producers: u64,
+) -> Result<PipelineRun, CliError> {
+    let sink_options = ChainSinkOptions {
+        chain: ChainId::default(),
+        signer: Some(signer.clone()),
+        sign_mode,
+        ..ChainSinkOptions::default()
+    };
+    drop(SqliteStore::open_blocking(path, SqliteOptions::default())?);
+    let rss_before = proc_status_bytes("VmRSS");
+    let factory = audit_sqlite::sink_factory(path, sink_options, SqliteOptions::default());
+    let pipeline = {
+        let _context = runtime.enter();
+        AuditPipeline::builder(factory)
+            .max_batch(max_batch)
+            .name("bench")
+            .spawn()
+    };
+    let metrics = pipeline.metrics();
+    let started = Instant::now();
+    let done = AtomicBool::new(false);
+    let peak_queue_depth = AtomicU64::new(0);
+    let (latencies, submit_failures) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                peak_queue_depth.fetch_max(metrics.snapshot().queue_depth, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let workers: Vec<_> = (0..producers)
+            .map(|producer| {
+                let share = events / producers + u64::from(producer < events % producers);
+                let queue = pipeline.queue();
+                scope.spawn(move || produce(&queue, producer, share))
+            })
+            .collect();
+        let mut latencies = Latencies::with_capacity(events as usize);
+        let mut failures = 0;
+        for worker in workers {
+            let (own, own_failures) = worker.join().unwrap_or_default();
+            latencies.merge(own);
+            failures += own_failures;
+        }
+        done.store(true, Ordering::Relaxed);
+        let _ = sampler.join();
+        (latencies, failures)
+    });
+    let shutdown = runtime.block_on(pipeline.shutdown(DRAIN_TIMEOUT));
+    let elapsed = started.elapsed();
+    if let Some(error) = shutdown.errors.first() {
+        return Err(CliError::usage(format!(
+            "the pipeline into {} failed at shutdown: {error}",
+            path.display()
+        )));
+    }
+    Ok(PipelineRun {
+        events,
+        appended: shutdown.metrics.appended,
+        elapsed,
+        submit: latencies.sorted(),
+        submit_failures,
+        peak_queue_depth: peak_queue_depth
+            .into_inner()
+            .max(shutdown.metrics.max_batch_size),
+        memory_growth: proc_status_bytes("VmHWM").saturating_sub(rss_before),
+        batches: shutdown.metrics.batches,
+    })
+}
+
+/// One producer: builds and submits `share` events, timing each `submit`.
+fn produce(queue: &AuditQueue, producer: u64, share: u64) -> (Latencies, u64) {
+    let mut latencies = Latencies::with_capacity(share as usize);
+    let mut failures = 0;
+    for n in 0..share {
+        let Ok(event) = bench_event(producer, n) else {
+            failures += 1;
+            continue;
+        };
+        let started = Instant::now();
+        let queued = queue.submit(event);
+        latencies.record(started.elapsed());
+        failures += u64::from(!queued);
+    }
+    (latencies, failures)
+}
+
+/// The machine's limits.
+struct Limits {
+    signs_one_core: f64,
+    signs_all_cores: f64,
+    raw_insert: f64,
+}
+
+/// Rows per second the store absorbs: `events` pre-sealed rows (signature
+/// columns filled when records are signed) written [`MAX_BATCH`] per
+/// transaction by multi-row inserts; only the writes are timed.
+fn raw_insert_rate(
+    path: &Path,
+    signer: &Arc<AuditSigner>,
+    sign_mode: SignMode,
+    events: u64,
+) -> Result<f64, CliError> {
+    let mut store = SqliteStore::open_blocking(path, SqliteOptions::default())?;
+    let sealer =
+        audit_core::chain::Sealer::new(ChainId::default(), None, SignMode::CheckpointsOnly);
+    let mut head = ChainHead::EMPTY;
+    let mut written = 0u64;
+    let mut writing = Duration::ZERO;
+    while written < events {
+        let chunk = (events - written).min(MAX_BATCH as u64);
+        let batch: Vec<AuditEvent> = (written..written + chunk)
+            .map(|n| bench_event(RAW_PRODUCER, n))
+            .collect::<Result<_, _>>()
+            .map_err(|error| CliError::usage(format!("building a bench event: {error}")))?;
+        let mut records = sealer.seal_batch(head, &batch);
+        if sign_mode == SignMode::EveryRecord {
+            for record in &mut records {
+                record.key_id = Some(signer.key_id().to_string());
+                record.sig = Some([0x5a; 64]);
+            }
+        }
+        let started = Instant::now();
+        audit_sqlite::insert_sealed_blocking(&mut store, &records)
+            .map_err(|error| CliError::usage(error.to_string()))?;
+        writing += started.elapsed();
+        head = records.last().map_or(head, |record| record.head());
+        written += chunk;
+    }
+    Ok(per_second(written, writing))
+}
+
+/// What verifying the pipeline's chain measured.
+struct VerifyRun {
+    ok: bool,
+    records: u64,
+    elapsed: Duration,
+}
+
+fn verify_rate(path: &Path, signer: &AuditSigner) -> Result<VerifyRun, CliError> {
+    let mut keyring = Keyring::new();
+    keyring.insert(signer.public_key());
+    let options = SqliteVerifyOptions {
+        verify: VerifyOptions::default(),
+        ..SqliteVerifyOptions::default()
+    };
+    let started = Instant::now();
+    let report = audit_sqlite::verify_sqlite(path, &keyring, options, &[])?;
+    Ok(VerifyRun {
+        ok: report.is_ok(),
+        records: report.records,
+        elapsed: started.elapsed(),
+    })
+}
+
+struct Report<'a> {
+    args: &'a BenchArgs,
+    store: StoreUrl,
+    limits: Limits,
+    pipeline: PipelineRun,
+    baseline: PipelineRun,
+    verify: VerifyRun,
+}
+
+impl Report<'_> {
+    fn ratio(&self) -> f64 {
+        let baseline = self.baseline.events_per_s();
+        if baseline > 0.0 {
+            self.pipeline.events_per_s() / baseline
+        } else {
+            0.0
+        }
+    }
+
+    /// The limit that applies: all-core signing when every record is
+    /// signed, the raw insert rate otherwise.
+    fn limit(&self) -> (f64, &'static str) {
+        match self.args.sign {
+            SignChoice::Every => (self.limits.signs_all_cores, "all-core signing rate"),
+            SignChoice::Checkpoints => (self.limits.raw_insert, "raw batched insert rate"),
+        }
+    }
+
+    fn limit_fraction(&self) -> f64 {
+        let (limit, _) = self.limit();
+        if limit > 0.0 {
+            self.pipeline.events_per_s() / limit
+        } else {
+            0.0
+        }
+    }
+
+    fn verify_per_s(&self) -> f64 {
+        per_second(self.verify.records, self.verify.elapsed)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (_, limit_name) = self.limit();
+        serde_json::json!({
+            "store": self.store.to_string(),
+            "sign": match self.args.sign { SignChoice::Every => "every", SignChoice::Checkpoints => "checkpoints" },
+            "durability": "synchronous=FULL",
+            "cores": measure::cores(),
+            "events": self.pipeline.events,
+            "producers": self.args.producers.max(1),
+            "signs_per_s_one_core": self.limits.signs_one_core,
+            "signs_per_s_all_cores": self.limits.signs_all_cores,
+            "raw_insert_rows_per_s": self.limits.raw_insert,
+            "pipeline_events_per_s": self.pipeline.events_per_s(),
+            "pipeline_appended": self.pipeline.appended,
+            "pipeline_batches": self.pipeline.batches,
+            "pipeline_elapsed_s": self.pipeline.elapsed.as_secs_f64(),
+            "baseline_events": self.baseline.events,
+            "baseline_events_per_s": self.baseline.events_per_s(),
+            "ratio": self.ratio(),
+            "limit": limit_name,
+            "limit_fraction": self.limit_fraction(),
+            "submit_ns_median": self.pipeline.submit.percentile(0.5),
+            "submit_ns_p99": self.pipeline.submit.percentile(0.99),
+            "submit_failures": self.pipeline.submit_failures,
+            "verify_ok": self.verify.ok,
+            "verify_records_per_s": self.verify_per_s(),
+            "peak_memory_bytes": proc_status_bytes("VmHWM"),
+            "peak_queue_depth": self.pipeline.peak_queue_depth,
+            "bytes_per_queued_event": self.pipeline.bytes_per_queued_event(),
+        })
+    }
+
+    fn print(&self) {
+        let (limit, limit_name) = self.limit();
+        println!(
+            "store            {} (synchronous=FULL), {} cores",
+            self.store,
+            measure::cores()
+        );
+        println!(
+            "signing          {:>10.0} signs/s on one core, {:.0} on all cores",
+            self.limits.signs_one_core, self.limits.signs_all_cores
+        );
+        println!(
+            "raw inserts      {:>10.0} rows/s ({MAX_BATCH} rows per transaction)",
+            self.limits.raw_insert
+        );
+        println!(
+            "baseline         {:>10.0} events/s ({} events, one per transaction, each signed)",
+            self.baseline.events_per_s(),
+            self.baseline.events
+        );
+        println!(
+            "pipeline         {:>10.0} events/s ({} events, {} batches)",
+            self.pipeline.events_per_s(),
+            self.pipeline.events,
+            self.pipeline.batches
+        );
+        println!("ratio            {:>10.1}x the baseline", self.ratio());
+        println!(
+            "limit            {:>10.1}% of the {limit_name} ({limit:.0}/s)",
+            self.limit_fraction() * 100.0
+        );
+        println!(
+            "submit           {:>10} ns median, {} ns p99",
+            self.pipeline.submit.percentile(0.5),
+            self.pipeline.submit.percentile(0.99)
+        );
+        println!(
+            "verify           {:>10.0} records/s ({} records, {})",
+            self.verify_per_s(),
+            self.verify.records,
+            if self.verify.ok { "OK" } else { "FAILED" }
+        );
+        println!(
+            "memory           {:>10} KiB peak, {:.0} bytes per queued event (deepest queue {})",
+            proc_status_bytes("VmHWM") / 1024,
+            self.pipeline.bytes_per_queued_event(),
+            self.pipeline.peak_queue_depth
+        );
+    }
+}
