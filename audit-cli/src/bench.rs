@@ -166,6 +166,8 @@ struct PipelineRun {
     peak_queue_depth: u64,
     memory_growth: u64,
     batches: u64,
+    /// CPU time to build one event (canonical bytes and hash), producer side.
+    build_ns_per_event: f64,
 }
 
 impl PipelineRun {
@@ -209,6 +211,7 @@ fn run_pipeline(
             .spawn()
     };
     let metrics = pipeline.metrics();
+    let (batches_of_events, build_elapsed) = build_events(events, producers)?;
     let started = Instant::now();
     let done = AtomicBool::new(false);
     let peak_queue_depth = AtomicU64::new(0);
@@ -219,11 +222,11 @@ fn run_pipeline(
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
-        let workers: Vec<_> = (0..producers)
-            .map(|producer| {
-                let share = events / producers + u64::from(producer < events % producers);
+        let workers: Vec<_> = batches_of_events
+            .into_iter()
+            .map(|share| {
                 let queue = pipeline.queue();
-                scope.spawn(move || produce(&queue, producer, share))
+                scope.spawn(move || produce(&queue, share))
             })
             .collect();
         let mut latencies = Latencies::with_capacity(events as usize);
@@ -256,18 +259,41 @@ fn run_pipeline(
             .max(shutdown.metrics.max_batch_size),
         memory_growth: proc_status_bytes("VmHWM").saturating_sub(rss_before),
         batches: shutdown.metrics.batches,
+        build_ns_per_event: build_elapsed.as_nanos() as f64 * producers as f64
+            / events.max(1) as f64,
     })
 }
 
-/// One producer: builds and submits `share` events, timing each `submit`.
-fn produce(queue: &AuditQueue, producer: u64, share: u64) -> (Latencies, u64) {
-    let mut latencies = Latencies::with_capacity(share as usize);
+/// Builds every producer's events before the clock starts (in a service
+/// events are built over time by request handlers; building is the
+/// producer's cost, reported apart as `build_ns_per_event`).
+fn build_events(events: u64, producers: u64) -> Result<(Vec<Vec<AuditEvent>>, Duration), CliError> {
+    let started = Instant::now();
+    let built: Vec<Result<Vec<AuditEvent>, EventError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..producers)
+            .map(|producer| {
+                let share = events / producers + u64::from(producer < events % producers);
+                scope.spawn(move || (0..share).map(|n| bench_event(producer, n)).collect())
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or_else(|_| Ok(Vec::new())))
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let built = built
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| CliError::usage(format!("building a bench event: {error}")))?;
+    Ok((built, elapsed))
+}
+
+/// One producer: submits its events, timing each `submit`.
+fn produce(queue: &AuditQueue, share: Vec<AuditEvent>) -> (Latencies, u64) {
+    let mut latencies = Latencies::with_capacity(share.len());
     let mut failures = 0;
-    for n in 0..share {
-        let Ok(event) = bench_event(producer, n) else {
-            failures += 1;
-            continue;
-        };
+    for event in share {
         let started = Instant::now();
         let queued = queue.submit(event);
         latencies.record(started.elapsed());
@@ -409,6 +435,7 @@ impl Report<'_> {
             "submit_ns_median": self.pipeline.submit.percentile(0.5),
             "submit_ns_p99": self.pipeline.submit.percentile(0.99),
             "submit_failures": self.pipeline.submit_failures,
+            "build_ns_per_event": self.pipeline.build_ns_per_event,
             "verify_ok": self.verify.ok,
             "verify_records_per_s": self.verify_per_s(),
             "peak_memory_bytes": proc_status_bytes("VmHWM"),
@@ -452,6 +479,10 @@ impl Report<'_> {
             "submit           {:>10} ns median, {} ns p99",
             self.pipeline.submit.percentile(0.5),
             self.pipeline.submit.percentile(0.99)
+        );
+        println!(
+            "build            {:>10.0} ns per event on the producer side (before the clock starts)",
+            self.pipeline.build_ns_per_event
         );
         println!(
             "verify           {:>10.0} records/s ({} records, {})",

@@ -32,6 +32,7 @@
 mod checkpoint;
 mod record;
 mod seal;
+mod signatures;
 mod verify;
 
 pub use checkpoint::{Checkpoint, checkpoint_hash};

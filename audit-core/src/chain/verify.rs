@@ -8,7 +8,8 @@
 //! enforces uniqueness and checks it itself).
 //!
 //! Signatures are checked in batches (Ed25519 batch verification, about
-//! twice as fast as one by one), after a per-signature check of what strict
+//! twice as fast as one by one, on a worker thread when a core is spare),
+//! after a per-signature check of what strict
 //! verification adds (canonical, non-small-order `R`; weak keys are refused
 //! by the keyring); a batch that fails is re-checked one signature at a time
 //! with `verify_strict` to name the records at fault.
@@ -17,9 +18,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::Signature;
 use serde::Serialize;
 
+use super::signatures::{PendingSignature, SignatureChecker};
 use super::{ChainHead, ChainId, Checkpoint, Record, record_hash};
 use crate::digest::Digest;
 use crate::error::EventError;
@@ -181,20 +183,13 @@ struct ChainState {
     pending_checkpoints: BTreeMap<u64, Checkpoint>,
 }
 
-struct PendingSignature {
-    chain: String,
-    seq: u64,
-    key: VerifyingKey,
-    message: Digest,
-    signature: Signature,
-}
-
 /// Checks records and checkpoints of one or more chains.
 pub struct Verifier {
     keyring: Keyring,
     options: VerifyOptions,
     chains: HashMap<String, ChainState>,
     pending: Vec<PendingSignature>,
+    signatures: SignatureChecker,
     failures: Vec<Failure>,
 }
 
@@ -206,6 +201,7 @@ impl Verifier {
             options,
             chains: HashMap::new(),
             pending: Vec::with_capacity(SIGNATURE_BATCH),
+            signatures: SignatureChecker::new(),
             failures: Vec::new(),
         }
     }
@@ -293,6 +289,8 @@ impl Verifier {
     /// and the expected head, and reports.
     pub fn finish(mut self) -> VerifyReport {
         self.flush_signatures();
+        let checker = std::mem::replace(&mut self.signatures, SignatureChecker::new());
+        self.failures.extend(checker.finish());
         let mut chains = BTreeMap::new();
         let names: Vec<String> = self.chains.keys().cloned().collect();
         for name in names {
@@ -536,31 +534,8 @@ impl Verifier {
         if self.pending.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending);
-        let messages: Vec<&[u8]> = pending
-            .iter()
-            .map(|item| item.message.as_bytes().as_slice())
-            .collect();
-        let signatures: Vec<Signature> = pending.iter().map(|item| item.signature).collect();
-        let keys: Vec<VerifyingKey> = pending.iter().map(|item| item.key).collect();
-        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_err() {
-            for item in &pending {
-                if item
-                    .key
-                    .verify_strict(item.message.as_bytes(), &item.signature)
-                    .is_err()
-                {
-                    self.fail(
-                        &item.chain,
-                        item.seq,
-                        FailureKind::BadSignature,
-                        "signature does not verify".into(),
-                    );
-                }
-            }
-        }
-        self.pending = pending;
-        self.pending.clear();
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(SIGNATURE_BATCH));
+        self.signatures.check(batch);
     }
 }
 
