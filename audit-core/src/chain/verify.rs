@@ -306,19 +306,19 @@ impl Verifier {
                 );
                 self.fail(&name, *seq, FailureKind::Truncated, detail);
             }
-            if let Some(expected) = self.options.expect_head {
-                if expected != state.head {
-                    let detail = format!(
-                        "expected head seq {} hash {}, found seq {} hash {}",
-                        expected.seq, expected.hash, state.head.seq, state.head.hash
-                    );
-                    self.fail(
-                        &name,
-                        expected.seq.min(state.head.seq + 1),
-                        FailureKind::HeadMismatch,
-                        detail,
-                    );
-                }
+            if let Some(expected) = self.options.expect_head
+                && expected != state.head
+            {
+                let detail = format!(
+                    "expected head seq {} hash {}, found seq {} hash {}",
+                    expected.seq, expected.hash, state.head.seq, state.head.hash
+                );
+                self.fail(
+                    &name,
+                    expected.seq.min(state.head.seq + 1),
+                    FailureKind::HeadMismatch,
+                    detail,
+                );
             }
             chains.insert(
                 name,

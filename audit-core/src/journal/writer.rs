@@ -162,14 +162,13 @@ impl Writer {
                 pending: 0,
             },
         );
-        if let Some(previous) = previous {
-            if table
+        if let Some(previous) = previous
+            && table
                 .segments
                 .get(&previous)
                 .is_some_and(|segment| segment.pending == 0)
-            {
-                remove_segment(&mut table, previous);
-            }
+        {
+            remove_segment(&mut table, previous);
         }
         self.file = Some((id, file));
         Ok(())
