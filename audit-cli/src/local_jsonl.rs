@@ -193,10 +193,10 @@ impl LocalJsonl {
         let mut head = None;
         if let Some(path) = holder {
             self.read_segment(chain, path, &mut |decoded| {
-                if let Ok(record) = decoded {
-                    if record.seq == previous {
-                        head = Some(record.head());
-                    }
+                if let Ok(record) = decoded
+                    && record.seq == previous
+                {
+                    head = Some(record.head());
                 }
             })?;
         }

@@ -1,5 +1,6 @@
-//! `deferred-audit`: generate keys, run the demo, verify any chain, list
-//! and replay dead letters, export a chain.
+//! `deferred-audit`: generate keys, run the demo, load a store (durably
+//! through a journal), verify any chain, list and replay dead letters,
+//! export a chain.
 //!
 //! Stores are named by URL (`sqlite://PATH`, `file:///DIR`; `postgres://…`
 //! and `s3://BUCKET/PREFIX` as their backends land). Exit codes: 0 when
@@ -13,6 +14,7 @@ mod dlq;
 mod error;
 mod export;
 mod keygen;
+mod load;
 mod local_jsonl;
 mod progress;
 mod store_url;
@@ -44,6 +46,8 @@ enum Command {
     },
     /// Run the main job: producers simulating a governance engine submit refusals through the pipeline into a chain, then verify it.
     Demo(demo::DemoArgs),
+    /// Submit N events (durably with --journal) and record the acknowledged ids; replays the journal first.
+    Load(load::LoadArgs),
     /// Verify a chain: exit 0 when every check holds, 1 when one fails, 2 on usage or I/O errors.
     Verify {
         /// The store: sqlite://PATH or file:///DIR (JSONL layout).
@@ -109,6 +113,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Keygen { out } => keygen::run(&out),
         Command::Demo(args) => demo::run(args),
+        Command::Load(args) => load::run(args),
         Command::Verify {
             url,
             pubkey,
