@@ -236,3 +236,152 @@ fn twenty_sigkills_in_a_row_lose_no_acknowledged_event_and_the_chain_verifies() 
         "only {interrupted} of 20 kills interrupted a writer: the suite did not test crashes"
     );
 }
+
+/// Event ids held by the journal's segments, read frame by frame; panics
+/// unless every segment is whole frames after its header (no half frame
+/// left by a failed write, nothing torn).
+fn journal_ids_whole_frames(site: &Site) -> Vec<String> {
+    use audit_core::journal::frame::{Decoded, SEGMENT_MAGIC, decode};
+    let mut ids = Vec::new();
+    for segment in site.journal_segments() {
+        let bytes = std::fs::read(&segment).unwrap();
+        assert!(bytes.starts_with(SEGMENT_MAGIC), "{}", segment.display());
+        let mut offset = SEGMENT_MAGIC.len();
+        while offset < bytes.len() {
+            match decode(&bytes, offset) {
+                Decoded::Frame { payload, next } => {
+                    let event: serde_json::Value = serde_json::from_slice(payload).unwrap();
+                    ids.push(event["id"].as_str().unwrap().to_owned());
+                    offset = next;
+                }
+                other => panic!(
+                    "{} holds a damaged frame at offset {offset} of {}: {other:?}",
+                    segment.display(),
+                    bytes.len()
+                ),
+            }
+        }
+    }
+    ids
+}
+
+#[test]
+fn a_store_unusable_at_recovery_keeps_every_event_in_the_journal_until_it_is_back() {
+    let site = Site::new();
+    let output = site.load(300, &[]).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+
+    // The store becomes unusable: its path is now a directory.
+    let away = site.store.with_extension("away");
+    std::fs::rename(&site.store, &away).unwrap();
+    std::fs::create_dir(&site.store).unwrap();
+
+    // A writer admits events durably; the store takes none of them.
+    let output = site.load(400, &["--max-restarts", "1"]).output().unwrap();
+    let first = summary(&output);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_eq!(first["appended"], 0, "{first}");
+    let acked = site.acked_ids();
+    assert!(acked.len() > 300, "too few acknowledged: {first}");
+    let held = journal_ids_whole_frames(&site);
+    let held_set: HashSet<&String> = held.iter().collect();
+    for id in &acked[300..] {
+        assert!(
+            held_set.contains(id),
+            "acknowledged {id} is not in the journal"
+        );
+    }
+
+    // Restarted with the store still unusable: recovery cannot deliver, and
+    // the journal keeps every event.
+    let output = site.load(0, &["--max-restarts", "1"]).output().unwrap();
+    let second = summary(&output);
+    assert_ne!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(second["recovered"], held.len(), "{second}");
+    assert_eq!(second["appended"], 0, "{second}");
+    assert_eq!(
+        journal_ids_whole_frames(&site),
+        held,
+        "the journal changed while the store was unusable"
+    );
+
+    // The store is back: a restart delivers them all, exactly once.
+    std::fs::remove_dir(&site.store).unwrap();
+    std::fs::rename(&away, &site.store).unwrap();
+    let third = site.recover();
+    assert_eq!(third["recovered"], held.len(), "{third}");
+    assert_eq!(third["appended"], held.len(), "{third}");
+    let total = site.assert_acked_in_chain_once_and_verified("after the store came back");
+    assert_eq!(total, acked.len());
+    assert!(site.journal_segments().is_empty());
+}
+
+/// `load` in a shell whose file size limit is `blocks` (SIGXFSZ ignored,
+/// so writes past it fail with EFBIG instead of killing the process).
+fn limited_load(site: &Site, blocks: u64, events: u64, extra: &[&str]) -> Output {
+    let load = site.load(events, extra);
+    let mut line = format!("trap '' XFSZ; ulimit -f {blocks}; exec '{BIN}'");
+    for arg in load.get_args() {
+        line.push_str(&format!(" '{}'", arg.to_str().unwrap()));
+    }
+    Command::new("sh")
+        .args(["-c", &line])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_full_disk_for_the_journal_fails_submits_clearly_and_loses_nothing_acknowledged() {
+    let site = Site::new();
+    // 128 blocks (64 or 128 KiB): the acked ids fit, the journal does not.
+    let output = limited_load(&site, 128, 1_500, &["--journal-full", "reject"]);
+    let limited = summary(&output);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        limited["submit_errors"].as_u64().unwrap() > 0,
+        "no submit failed: {limited}"
+    );
+    let error = limited["first_error"].as_str().unwrap();
+    assert!(
+        error.contains("File too large") && error.contains(site.journal.to_str().unwrap()),
+        "unclear error: {error}"
+    );
+    // Failed writes were undone: only whole frames are left.
+    journal_ids_whole_frames(&site);
+    let acked = limited["acknowledged"].as_u64().unwrap();
+    assert_eq!(site.acked_ids().len() as u64, acked);
+
+    site.recover();
+    let total = site.assert_acked_in_chain_once_and_verified("after the disk-full run");
+    assert_eq!(total as u64, acked);
+}
+
+#[test]
+fn at_its_byte_bound_the_journal_refuses_in_reject_mode_and_waits_in_block_mode() {
+    let bound = ["--journal-max-bytes", "32768", "--in-flight", "64"];
+    let site = Site::new();
+    let output = site
+        .load(1_500, &[&bound[..], &["--journal-full", "reject"]].concat())
+        .output()
+        .unwrap();
+    let rejected = summary(&output);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let error = rejected["first_error"].as_str().unwrap_or_default();
+    assert!(error.contains("is full"), "{rejected}");
+    site.recover();
+    site.assert_acked_in_chain_once_and_verified("after reject mode");
+
+    let before = site.acked_ids().len();
+    let output = site
+        .load(1_500, &[&bound[..], &["--journal-full", "block"]].concat())
+        .output()
+        .unwrap();
+    let blocked = summary(&output);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(blocked["submit_errors"], 0, "{blocked}");
+    assert_eq!(blocked["acknowledged"], 1_500, "{blocked}");
+    assert_eq!(site.acked_ids().len(), before + 1_500);
+    site.assert_acked_in_chain_once_and_verified("after block mode");
+    assert!(site.journal_segments().is_empty());
+}
