@@ -6,6 +6,12 @@
 //! (non-blocking queue, batching drainer, supervisor) into a signed chain;
 //! then the pipeline shuts down with a bounded drain, the chain is verified,
 //! and a summary is printed. Run twice, it appends to the same chain.
+//!
+//! By default events are admitted durably through a journal
+//! (`journal/` beside the database, or `--journal DIR`): each submit
+//! resolves once the event is fsync'd there, and the producers keep many
+//! submits in flight so that one fsync covers a whole group. `--no-journal`
+//! queues in memory only.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,12 +21,14 @@ use std::time::{Duration, Instant};
 use audit_core::AuditEvent;
 use audit_core::chain::{ChainId, VerifyOptions, VerifyReport};
 use audit_core::chain_writer::ChainSinkOptions;
+use audit_core::journal::JournalConfig;
 use audit_core::keys::{AuditSigner, Keyring};
 use audit_core::pipeline::{AuditPipeline, Backpressure, ShutdownReport};
 use audit_core::sink::CheckpointPublisher;
 use audit_core::tee::MirrorFailures;
 use audit_s3_jsonl::ObjectStoreCheckpointPublisher;
 use audit_sqlite::SqliteVerifyOptions;
+use futures::StreamExt;
 
 use crate::error::{CliError, OK, failed};
 use crate::progress;
@@ -33,6 +41,8 @@ const DEFAULT_STORE: &str = "sqlite://demo-data/audit.db";
 const MAX_BATCH: usize = 8_192;
 /// Events waiting in the queue at most (producers wait for room beyond).
 const QUEUE_CAPACITY: usize = 65_536;
+/// Submits each producer keeps in flight (they share the journal's fsyncs).
+const IN_FLIGHT: usize = 256;
 /// How long shutdown may drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -61,9 +71,30 @@ pub struct DemoArgs {
     /// are counted in the summary.
     #[arg(long, value_name = "URL")]
     mirror: Option<StoreUrl>,
+    /// The journal directory for durable admission; default: journal/
+    /// beside the database.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_journal")]
+    journal: Option<PathBuf>,
+    /// Queue in memory only: no journal, no durable admission.
+    #[arg(long)]
+    no_journal: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+impl DemoArgs {
+    /// The journal directory, unless `--no-journal`.
+    fn journal_dir(&self, folder: &Path) -> Option<PathBuf> {
+        if self.no_journal {
+            return None;
+        }
+        Some(
+            self.journal
+                .clone()
+                .unwrap_or_else(|| folder.join("journal")),
+        )
+    }
 }
 
 /// Runs the demo.
@@ -115,9 +146,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         summary.print();
     }
     let complete = report.is_ok()
+        && outcome.submit_errors == 0
         && outcome.shutdown.metrics.lost == 0
         && outcome.shutdown.metrics.appended + outcome.shutdown.metrics.dead_lettered
-            == args.events;
+            == args.events + outcome.recovered;
     Ok(if complete { OK } else { failed() })
 }
 
@@ -173,6 +205,10 @@ struct Outcome {
     elapsed: Duration,
     submit_errors: u64,
     mirror_failures: u64,
+    /// Events replayed from the journal before the new ones.
+    recovered: u64,
+    /// The journal used, if any.
+    journal: Option<PathBuf>,
 }
 
 async fn submit_all(
@@ -217,15 +253,22 @@ async fn submit_all(
         }
         None => AuditPipeline::builder(sinks::pipeline_factory(factory)),
     };
-    let pipeline = builder
+    let mut builder = builder
         .max_batch(MAX_BATCH)
         .backpressure(Backpressure::Block {
             capacity: QUEUE_CAPACITY,
         })
         .fallback_path(folder.join("fallback-dead-letters.jsonl"))
         .chain(chain)
-        .name("demo")
-        .spawn();
+        .name("demo");
+    let journal = args.journal_dir(folder);
+    if let Some(dir) = &journal {
+        builder = builder
+            .journal(JournalConfig::new(dir))
+            .map_err(|error| CliError::usage(error.to_string()))?;
+    }
+    let pipeline = builder.spawn();
+    let recovered = pipeline.metrics().snapshot().submitted;
     let bar = progress::bar(args.events, "appended", args.json);
     let metrics = pipeline.metrics();
     let ticker_bar = bar.clone();
@@ -242,14 +285,27 @@ async fn submit_all(
     for producer in 0..producers {
         let share = args.events / producers + u64::from(producer < args.events % producers);
         let queue = pipeline.queue();
+        let durable = journal.is_some();
         tasks.push(tokio::spawn(async move {
+            let submits = futures::stream::iter(0..share)
+                .map(|n| {
+                    let queue = queue.clone();
+                    async move {
+                        let Ok(event) = refusal(producer, n) else {
+                            return false;
+                        };
+                        if durable {
+                            queue.submit_durable(event).await.is_ok()
+                        } else {
+                            queue.submit_async(event).await.is_ok()
+                        }
+                    }
+                })
+                .buffer_unordered(IN_FLIGHT);
+            futures::pin_mut!(submits);
             let mut errors = 0u64;
-            for n in 0..share {
-                let refused = match refusal(producer, n) {
-                    Ok(event) => queue.submit_async(event).await.is_ok(),
-                    Err(_) => false,
-                };
-                errors += u64::from(!refused);
+            while let Some(admitted) = submits.next().await {
+                errors += u64::from(!admitted);
             }
             errors
         }));
@@ -269,6 +325,8 @@ async fn submit_all(
         elapsed,
         submit_errors,
         mirror_failures: mirror_failures.get(),
+        recovered,
+        journal,
     })
 }
 
@@ -302,7 +360,7 @@ const FILES: [&str; 5] = [
 ];
 
 /// One refusal by the governance engine of producer `engine`.
-fn refusal(engine: u64, n: u64) -> Result<AuditEvent, audit_core::EventError> {
+pub(crate) fn refusal(engine: u64, n: u64) -> Result<AuditEvent, audit_core::EventError> {
     let pick = |list: &[&'static str], salt: u64| {
         list[((n * 7 + engine * 13 + salt) % list.len() as u64) as usize]
     };
@@ -348,6 +406,8 @@ impl Summary<'_> {
             "store": self.args.store.to_string(),
             "events": self.args.events,
             "producers": self.args.producers,
+            "journal": self.outcome.journal.as_ref().map(|dir| dir.display().to_string()),
+            "recovered": self.outcome.recovered,
             "submitted": metrics.submitted,
             "submit_errors": self.outcome.submit_errors,
             "appended": metrics.appended,
@@ -377,6 +437,14 @@ impl Summary<'_> {
 
     fn print(&self) {
         let metrics = &self.outcome.shutdown.metrics;
+        match &self.outcome.journal {
+            Some(dir) => println!(
+                "journal        {} (durable admission; {} recovered)",
+                dir.display(),
+                self.outcome.recovered
+            ),
+            None => println!("journal        none (--no-journal: in memory only)"),
+        }
         println!("events         {}", self.args.events);
         println!("appended       {}", metrics.appended);
         println!("dead-lettered  {}", metrics.dead_lettered);

@@ -1,5 +1,6 @@
-//! `deferred-audit`: generate keys, run the demo, verify any chain, list
-//! and replay dead letters, export a chain.
+//! `deferred-audit`: generate keys, run the demo, load a store (durably
+//! through a journal), verify any chain, list and replay dead letters,
+//! export a chain.
 //!
 //! Stores are named by URL (`sqlite://PATH`, `postgres://…`,
 //! `s3://BUCKET/PREFIX`, `file:///DIR`; see [`store_url::URLS_HELP`]). Exit codes: 0 when
@@ -14,6 +15,7 @@ mod dlq;
 mod error;
 mod export;
 mod keygen;
+mod load;
 mod progress;
 mod sinks;
 mod store_url;
@@ -47,6 +49,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the main job: producers simulating a governance engine submit refusals through the pipeline into a chain, then verify it.
     Demo(demo::DemoArgs),
+    /// Submit N events (durably with --journal) and record the acknowledged ids; replays the journal first.
+    Load(load::LoadArgs),
     /// Verify a chain: exit 0 when every check holds, 1 when one fails, 2 on usage or I/O errors.
     Verify {
         /// The store: sqlite://, postgres://, s3:// or file:// (see below).
@@ -113,6 +117,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keygen { out } => keygen::run(&out),
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Load(args) => load::run(args),
         Command::Verify {
             url,
             pubkey,

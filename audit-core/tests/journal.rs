@@ -108,6 +108,31 @@ async fn resolved_segments_are_deleted_and_not_replayed() {
 }
 
 #[tokio::test]
+async fn a_fully_resolved_active_segment_is_deleted_and_appends_go_on_in_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig::new(dir.path().join("j"));
+    let (journal, _) = Journal::open(config.clone()).unwrap();
+    let first = journal.append(&event(1)).await.unwrap();
+    assert_eq!(segments(&config.dir).len(), 1);
+    journal.resolve(first);
+    assert!(
+        segments(&config.dir).is_empty(),
+        "a settled active segment was kept: a clean stop would replay it"
+    );
+    assert_eq!(journal.usage(), (0, 0));
+    journal.append(&event(2)).await.unwrap();
+    assert_eq!(segments(&config.dir).len(), 1);
+    drop(journal);
+    let (_journal, recovered) = Journal::open(config).unwrap();
+    let kept: Vec<_> = recovered
+        .events
+        .iter()
+        .map(|(event, _)| event.payload()["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, [2]);
+}
+
+#[tokio::test]
 async fn a_torn_last_frame_is_dropped_and_the_file_truncated() {
     let dir = tempfile::tempdir().unwrap();
     let config = JournalConfig::new(dir.path().join("j"));

@@ -341,7 +341,16 @@ impl Journal {
             return;
         };
         segment.pending = segment.pending.saturating_sub(1);
-        if segment.pending == 0 && table.active != Some(ticket.segment) {
+        let pending = segment.pending;
+        // The active segment may go too when no append is reserved or being
+        // written (`reserved == 0`): the writer opens a new segment when it
+        // finds its own gone. So a clean shutdown leaves nothing to replay,
+        // and a journal at its bound always frees space.
+        let active = table.active == Some(ticket.segment);
+        if pending == 0 && (!active || table.reserved == 0) {
+            if active {
+                table.active = None;
+            }
             remove_segment(&mut table, ticket.segment);
             drop(table);
             self.shared.space.notify_waiters();

@@ -78,6 +78,51 @@
 //! assert_eq!(report.metrics.appended, 2);
 //! # Ok(()) }
 //! ```
+//!
+//! # Fail-closed mode
+//!
+//! A service that must not act unless its audit record is kept (delete a
+//! record, grant a role) bounds everything and refuses the action on any
+//! doubt: a bounded queue in [`Backpressure::Reject`] mode (a full queue
+//! answers at once instead of growing), and [`AuditQueue::submit_wait`]
+//! (or [`AuditQueue::submit_durable`] with a journal) under
+//! [`tokio::time::timeout`]. The action runs only on `Ok`; an `Err`
+//! (full, terminal, dead-lettered, lost, not journaled) or the deadline
+//! passing refuses it. See `examples/fail_closed.rs` for a whole service.
+//!
+//! ```
+//! use audit_core::pipeline::{AuditPipeline, Backpressure};
+//! use audit_core::sink::{AppendOutcome, AuditSink, ErrorClass, SinkError};
+//! use audit_core::AuditEvent;
+//! use std::time::Duration;
+//!
+//! /// A sink whose store is down.
+//! struct Down;
+//!
+//! #[async_trait::async_trait]
+//! impl AuditSink for Down {
+//!     async fn append_batch(&mut self, _: &[AuditEvent]) -> Result<Vec<AppendOutcome>, SinkError> {
+//!         Err(SinkError::new("down", ErrorClass::Transient, "connection refused"))
+//!     }
+//!     fn describe(&self) -> String { "down".into() }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pipeline = AuditPipeline::builder(|| async { Ok::<_, SinkError>(Down) })
+//!     .backpressure(Backpressure::Reject { capacity: 1_000 })
+//!     .spawn();
+//! let queue = pipeline.queue();
+//! let record = AuditEvent::new("records.delete", "user:7", serde_json::json!({"record": 42}))?;
+//! let allowed = matches!(
+//!     tokio::time::timeout(Duration::from_millis(200), queue.submit_wait(record)).await,
+//!     Ok(Ok(_receipt))
+//! );
+//! assert!(!allowed, "the store is down: the deletion is refused");
+//! drop(queue);
+//! let _ = pipeline.shutdown(Duration::from_millis(100)).await;
+//! # Ok(()) }
+//! ```
 
 mod drainer;
 mod queue;
