@@ -67,7 +67,8 @@ pub enum WhenFull {
 pub struct JournalConfig {
     /// The journal directory.
     pub dir: PathBuf,
-    /// A segment is closed once it reaches this size.
+    /// A segment is closed once it reaches this size (at most a quarter
+    /// of `max_bytes`, so that a small bound still frees space).
     pub segment_bytes: u64,
     /// Most bytes the journal may hold.
     pub max_bytes: u64,
@@ -248,7 +249,10 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// Opens (creating if needed) the journal, recovers what it holds, and
     /// starts the writer thread.
-    pub fn open(config: JournalConfig) -> Result<(Journal, Recovered), JournalError> {
+    pub fn open(mut config: JournalConfig) -> Result<(Journal, Recovered), JournalError> {
+        // A segment is freed only when all its events are settled: keep
+        // several within the byte bound, so a small bound still rotates.
+        config.segment_bytes = config.segment_bytes.min((config.max_bytes / 4).max(4096));
         prepare_dir(&config.dir)?;
         let lock = lock_dir(&config.dir)?;
         let segments = recovery::recover(&config.dir, config.limits)?;
