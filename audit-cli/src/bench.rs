@@ -96,7 +96,28 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     let events = args.events.max(1);
     let producers = args.producers.max(1);
     let pipeline = run_pipeline(
-        &runtime, &path, &signer, sign_mode, MAX_BATCH, events, producers,
+        &runtime,
+        &path,
+        &signer,
+        sign_mode,
+        RunSpec {
+            max_batch: MAX_BATCH,
+            events,
+            producers,
+            mode: Producers::Burst,
+        },
+    )?;
+    let paced = run_pipeline(
+        &runtime,
+        &sibling(&path, "paced"),
+        &signer,
+        sign_mode,
+        RunSpec {
+            max_batch: MAX_BATCH,
+            events: (events / 4).max(100),
+            producers,
+            mode: Producers::Paced,
+        },
     )?;
     let verify = verify_rate(&path, &signer)?;
     let baseline_events = (events / 20).max(50);
@@ -105,9 +126,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         &sibling(&path, "baseline"),
         &signer,
         SignMode::EveryRecord,
-        1,
-        baseline_events,
-        producers,
+        RunSpec {
+            max_batch: 1,
+            events: baseline_events,
+            producers,
+            mode: Producers::Paced,
+        },
     )?;
     let limits = Limits {
         signs_one_core: measure::signs_per_s_one_core(&signer, SIGNS_PER_CORE),
@@ -119,6 +143,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         store: StoreUrl::Sqlite(path.clone()),
         limits,
         pipeline,
+        paced,
         baseline,
         verify,
     };
@@ -190,10 +215,14 @@ fn run_pipeline(
     path: &Path,
     signer: &Arc<AuditSigner>,
     sign_mode: SignMode,
-    max_batch: usize,
-    events: u64,
-    producers: u64,
+    spec: RunSpec,
 ) -> Result<PipelineRun, CliError> {
+    let RunSpec {
+        max_batch,
+        events,
+        producers,
+        mode,
+    } = spec;
     let sink_options = ChainSinkOptions {
         chain: ChainId::default(),
         signer: Some(signer.clone()),
@@ -211,7 +240,21 @@ fn run_pipeline(
             .spawn()
     };
     let metrics = pipeline.metrics();
-    let (batches_of_events, build_elapsed) = build_events(events, producers)?;
+    let (sources, build_elapsed): (Vec<Source>, Duration) = match mode {
+        Producers::Burst => {
+            let (built, elapsed) = build_events(events, producers)?;
+            (built.into_iter().map(Source::Built).collect(), elapsed)
+        }
+        Producers::Paced => {
+            let sources: Vec<Source> = (0..producers)
+                .map(|producer| Source::Build {
+                    producer,
+                    share: share_of(events, producers, producer),
+                })
+                .collect();
+            (sources, Duration::ZERO)
+        }
+    };
     let started = Instant::now();
     let done = AtomicBool::new(false);
     let peak_queue_depth = AtomicU64::new(0);
@@ -222,11 +265,11 @@ fn run_pipeline(
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
-        let workers: Vec<_> = batches_of_events
+        let workers: Vec<_> = sources
             .into_iter()
-            .map(|share| {
+            .map(|source| {
                 let queue = pipeline.queue();
-                scope.spawn(move || produce(&queue, share))
+                scope.spawn(move || produce(&queue, source))
             })
             .collect();
         let mut latencies = Latencies::with_capacity(events as usize);
@@ -272,7 +315,7 @@ fn build_events(events: u64, producers: u64) -> Result<(Vec<Vec<AuditEvent>>, Du
     let built: Vec<Result<Vec<AuditEvent>, EventError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..producers)
             .map(|producer| {
-                let share = events / producers + u64::from(producer < events % producers);
+                let share = share_of(events, producers, producer);
                 scope.spawn(move || (0..share).map(|n| bench_event(producer, n)).collect())
             })
             .collect();
@@ -289,11 +332,52 @@ fn build_events(events: u64, producers: u64) -> Result<(Vec<Vec<AuditEvent>>, Du
     Ok((built, elapsed))
 }
 
-/// One producer: submits its events, timing each `submit`.
-fn produce(queue: &AuditQueue, share: Vec<AuditEvent>) -> (Latencies, u64) {
-    let mut latencies = Latencies::with_capacity(share.len());
+/// The shape of one pipeline run.
+#[derive(Debug, Clone, Copy)]
+struct RunSpec {
+    max_batch: usize,
+    events: u64,
+    producers: u64,
+    mode: Producers,
+}
+
+/// How producers feed the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Producers {
+    /// Events built before the clock starts, then submitted back to back:
+    /// the pipeline's throughput, and `submit` under contention.
+    Burst,
+    /// Each event built just before it is submitted, as a service does:
+    /// `submit` latency as a service sees it.
+    Paced,
+}
+
+/// What one producer submits.
+enum Source {
+    Built(Vec<AuditEvent>),
+    Build { producer: u64, share: u64 },
+}
+
+/// Events of `producer` when `events` are spread over `producers`.
+fn share_of(events: u64, producers: u64, producer: u64) -> u64 {
+    events / producers + u64::from(producer < events % producers)
+}
+
+/// One producer: submits its events, timing each `submit` call only.
+fn produce(queue: &AuditQueue, source: Source) -> (Latencies, u64) {
+    let events: Box<dyn Iterator<Item = Result<AuditEvent, EventError>>> = match source {
+        Source::Built(events) => Box::new(events.into_iter().map(Ok)),
+        Source::Build { producer, share } => {
+            Box::new((0..share).map(move |n| bench_event(producer, n)))
+        }
+    };
+    let mut latencies = Latencies::default();
     let mut failures = 0;
-    for event in share {
+    for event in events {
+        let Ok(event) = event else {
+            failures += 1;
+            continue;
+        };
         let started = Instant::now();
         let queued = queue.submit(event);
         latencies.record(started.elapsed());
@@ -374,7 +458,10 @@ struct Report<'a> {
     args: &'a BenchArgs,
     store: StoreUrl,
     limits: Limits,
+    /// The pipeline with prebuilt events (throughput).
     pipeline: PipelineRun,
+    /// The pipeline with producers building as they go (submit latency).
+    paced: PipelineRun,
     baseline: PipelineRun,
     verify: VerifyRun,
 }
@@ -432,8 +519,11 @@ impl Report<'_> {
             "ratio": self.ratio(),
             "limit": limit_name,
             "limit_fraction": self.limit_fraction(),
-            "submit_ns_median": self.pipeline.submit.percentile(0.5),
-            "submit_ns_p99": self.pipeline.submit.percentile(0.99),
+            "submit_ns_median": self.paced.submit.percentile(0.5),
+            "submit_ns_p99": self.paced.submit.percentile(0.99),
+            "burst_submit_ns_median": self.pipeline.submit.percentile(0.5),
+            "burst_submit_ns_p99": self.pipeline.submit.percentile(0.99),
+            "paced_events_per_s": self.paced.events_per_s(),
             "submit_failures": self.pipeline.submit_failures,
             "build_ns_per_event": self.pipeline.build_ns_per_event,
             "verify_ok": self.verify.ok,
@@ -476,7 +566,13 @@ impl Report<'_> {
             self.limit_fraction() * 100.0
         );
         println!(
-            "submit           {:>10} ns median, {} ns p99",
+            "submit           {:>10} ns median, {} ns p99 (producers build each event, then submit it: {:.0} events/s)",
+            self.paced.submit.percentile(0.5),
+            self.paced.submit.percentile(0.99),
+            self.paced.events_per_s()
+        );
+        println!(
+            "submit (burst)   {:>10} ns median, {} ns p99 (prebuilt events submitted back to back)",
             self.pipeline.submit.percentile(0.5),
             self.pipeline.submit.percentile(0.99)
         );
