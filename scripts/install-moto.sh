@@ -5,7 +5,7 @@
 set -euo pipefail
 
 MOTO_VERSION="5.2.5"
-VENV="${AUDIT_MOTO_VENV:-$HOME/.cache/deferred-audit/moto-venv}"
+VENV="${AUDIT_MOTO_VENV:-${HOME:-/root}/.cache/deferred-audit/moto-venv}"
 
 if [ -x "$VENV/bin/moto_server" ] \
   && "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
