@@ -34,41 +34,47 @@ pub(crate) fn serialize_checked<T: serde::Serialize>(value: &T) -> Result<String
 }
 
 /// Checks that every integer inside `value` is exactly representable as an
-/// IEEE-754 double (floats parsed by serde_json always are); `path` names `value` in the error (a JSONPath such as
-/// `$.payload.count`).
+/// IEEE-754 double (floats parsed by serde_json always are); `path` names
+/// `value` in the error (a JSONPath such as `$.payload`). The path of the
+/// offending number is only built when there is one: this runs for every
+/// event built, on the producer's side.
 pub fn check_numbers(value: &Value, path: &str) -> Result<(), EventError> {
-    match value {
-        Value::Number(number) => check_number(number, path),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(index, item)| check_numbers(item, &format!("{path}[{index}]"))),
-        Value::Object(members) => members
-            .iter()
-            .try_for_each(|(key, item)| check_numbers(item, &format!("{path}.{key}"))),
-        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+    match find_unsafe_number(value) {
+        None => Ok(()),
+        Some((suffix, number)) => Err(EventError::UnsafeInteger {
+            path: format!("{path}{suffix}"),
+            number,
+        }),
     }
 }
 
-fn check_number(number: &serde_json::Number, path: &str) -> Result<(), EventError> {
+/// The first number a double cannot hold, as (JSONPath suffix, number).
+fn find_unsafe_number(value: &Value) -> Option<(String, String)> {
+    match value {
+        Value::Number(number) => is_unsafe(number).then(|| (String::new(), number.to_string())),
+        Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+            find_unsafe_number(item).map(|(suffix, number)| (format!("[{index}]{suffix}"), number))
+        }),
+        Value::Object(members) => members.iter().find_map(|(key, item)| {
+            find_unsafe_number(item).map(|(suffix, number)| (format!(".{key}{suffix}"), number))
+        }),
+        Value::Null | Value::Bool(_) | Value::String(_) => None,
+    }
+}
+
+/// Whether a double cannot hold `number` exactly.
+fn is_unsafe(number: &serde_json::Number) -> bool {
     // Without serde_json's `arbitrary_precision`, a number is a u64, an i64
     // or a finite f64. Integers beyond 2^53 are refused; so are integral
     // floats beyond 2^53 that JCS would write as such an integer (below
     // 1e21 it writes no exponent), since their canonical form would be
     // refused when read back.
-    let unsafe_integer = match (number.as_u64(), number.as_i64(), number.as_f64()) {
+    match (number.as_u64(), number.as_i64(), number.as_f64()) {
         (Some(unsigned), _, _) => unsigned > MAX_SAFE_INTEGER,
         (None, Some(signed), _) => signed.unsigned_abs() > MAX_SAFE_INTEGER,
         (None, None, Some(float)) => is_unsafe_integral_float(float),
         (None, None, None) => false,
-    };
-    if unsafe_integer {
-        return Err(EventError::UnsafeInteger {
-            path: path.to_owned(),
-            number: number.to_string(),
-        });
     }
-    Ok(())
 }
 
 /// Whether JCS would write `float` as an integer literal beyond ±2^53.

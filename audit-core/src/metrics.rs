@@ -288,6 +288,13 @@ impl PipelineMetrics {
         Ok(())
     }
 
+    /// Counts `count` events recovered from the journal as submitted and
+    /// waiting, before the drainer takes them.
+    pub(crate) fn admit_recovered(&self, count: u64) {
+        self.ledger.submitted.fetch_add(count, LEDGER);
+        self.queue_depth.fetch_add(count, Ordering::Relaxed);
+    }
+
     /// Counts an event refused by `submit`: submitted and lost at once.
     pub(crate) fn lost_at_submit(&self) {
         self.ledger.submitted.fetch_add(1, LEDGER);

@@ -12,7 +12,6 @@
 
 use std::path::Path;
 
-use audit_core::AuditEvent;
 use audit_core::chain::Checkpoint;
 use audit_core::chain_writer::ChainSinkOptions;
 use audit_core::dead_letter::DeadLetter;
@@ -115,37 +114,6 @@ pub fn replay_dead_letters(
             &append_in(&transaction, &options.sealer(), &events, &describe)?,
         );
         delete_letters(&transaction, path, &replayed_ids)?;
-        commit(transaction, &describe)?;
-    }
-    checkpoint_after_replay(&connection, path, options)?;
-    Ok(report)
-}
-
-/// Appends `letters` (e.g. read back from the pipeline's fallback file) to
-/// the chain of `options` in the database at `path`, idempotently.
-pub fn replay_letters(
-    path: &Path,
-    letters: &[DeadLetter],
-    options: &ChainSinkOptions,
-    sqlite: SqliteOptions,
-) -> Result<ReplayReport, SqliteError> {
-    let mut connection = open_writer(path, sqlite)?;
-    let describe = describe(path);
-    let mut report = ReplayReport::default();
-    let mut events: Vec<AuditEvent> = Vec::with_capacity(letters.len());
-    for (index, letter) in letters.iter().enumerate() {
-        match letter.event() {
-            Ok(event) if letter.chain_id == options.chain.as_str() => events.push(event),
-            Ok(_) => report.other_chains += 1,
-            Err(error) => report.unreadable.push((index as i64, error.to_string())),
-        }
-    }
-    for chunk in events.chunks(REPLAY_CHUNK as usize) {
-        let transaction = begin(&mut connection, &describe)?;
-        count_outcomes(
-            &mut report,
-            &append_in(&transaction, &options.sealer(), chunk, &describe)?,
-        );
         commit(transaction, &describe)?;
     }
     checkpoint_after_replay(&connection, path, options)?;

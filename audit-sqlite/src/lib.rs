@@ -39,9 +39,7 @@ pub mod schema;
 pub mod store;
 pub mod verify;
 
-pub use dead_letters::{
-    ReplayReport, StoredDeadLetter, list_dead_letters, replay_dead_letters, replay_letters,
-};
+pub use dead_letters::{ReplayReport, StoredDeadLetter, list_dead_letters, replay_dead_letters};
 pub use error::{SqliteError, classify};
 pub use store::{
     Durability, SqliteOptions, SqliteSink, SqliteStore, insert_sealed_blocking, open_sink,

@@ -18,7 +18,7 @@ use audit_core::keys::Keyring;
 use audit_core::sink::{AppendOutcome, AuditSink, ErrorClass};
 use audit_sqlite::{
     SqliteOptions, SqliteVerifyOptions, list_dead_letters, open_sink, replay_dead_letters,
-    replay_letters, verify_sqlite,
+    verify_sqlite,
 };
 
 const ROLE: &str = "AUDIT_SQLITE_ROLE";
@@ -387,8 +387,14 @@ fn disk_full() {
     let options = ChainSinkOptions::default();
     let from_table = replay_dead_letters(&path, &options, SqliteOptions::default()).unwrap();
     assert_eq!(from_table.appended as usize, acks.dead.len());
-    let from_file = replay_letters(&path, &fallen, &options, SqliteOptions::default()).unwrap();
+    let from_file = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut sink = open_sink(&path, options.clone(), SqliteOptions::default())
+            .await
+            .unwrap();
+        file.replay_into(&mut sink, &options.chain).await.unwrap()
+    });
     assert_eq!(from_file.appended as usize, acks.fallback.len());
+    assert!(from_file.is_complete(), "{from_file:?}");
     assert_eq!(verify_ok(&path), total as u64);
     let stored: HashSet<String> = chain_ids(&path).into_iter().collect();
     let all: HashSet<String> = acks

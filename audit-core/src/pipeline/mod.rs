@@ -355,6 +355,7 @@ fn recovered_backlog(
     let (Some(journal), Some(recovered)) = (journal, recovered) else {
         return Vec::new();
     };
+    metrics.admit_recovered(recovered.events.len() as u64);
     recovered
         .events
         .into_iter()
@@ -364,7 +365,6 @@ fn recovered_backlog(
                 journal: journal.clone(),
                 ticket,
             });
-            let _ = metrics.admit(|| Ok::<(), ()>(()));
             envelope
         })
         .collect()
