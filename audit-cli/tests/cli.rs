@@ -1,17 +1,10 @@
 //! The real `deferred-audit` binary: exit codes, JSON and messages.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use audit_testkit::vectors::dir as vectors;
 use predicates::prelude::*;
-
-fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/vectors")
-        .canonicalize()
-        .unwrap()
-}
 
 fn cli() -> Command {
     Command::cargo_bin("deferred-audit").unwrap()
@@ -106,15 +99,10 @@ fn every_good_vector_verifies() {
 
 #[test]
 fn every_tampered_vector_fails_at_its_first_bad_seq() {
-    let expect: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(vectors().join("tampered/expect.json")).unwrap(),
-    )
-    .unwrap();
+    let expect = audit_testkit::vectors::tampered();
     assert_eq!(expect.len(), 6);
     for case in expect {
-        let file = vectors()
-            .join("tampered")
-            .join(case["file"].as_str().unwrap());
+        let file = vectors().join("tampered").join(case.file.as_str());
         let url = if file.is_dir() {
             format!("file://{}", file.display())
         } else {
@@ -129,7 +117,8 @@ fn every_tampered_vector_fails_at_its_first_bad_seq() {
         assert_eq!(json["ok"], false);
         let failures = json["failures"].as_array().unwrap();
         assert_eq!(
-            failures[0]["seq"], case["first_bad_seq"],
+            failures[0]["seq"].as_u64(),
+            case.first_bad_seq,
             "{url}: {failures:?}"
         );
         assert_eq!(failures[0]["chain"], "default");
@@ -149,7 +138,7 @@ fn every_tampered_vector_fails_at_its_first_bad_seq() {
             .code(1)
             .stdout(predicate::str::contains(format!(
                 "chain default seq {}",
-                case["first_bad_seq"]
+                case.first_bad_seq.unwrap()
             )));
     }
 }

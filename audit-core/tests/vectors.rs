@@ -9,20 +9,9 @@ use audit_core::chain::{
     ChainHead, ChainId, Checkpoint, EventColumns, FailureKind, Record, Sealer, SignMode, Verifier,
     VerifyOptions, VerifyReport, checkpoint_hash,
 };
-use audit_core::keys::{AuditSigner, Keyring, PublicKey};
+use audit_core::keys::{AuditSigner, PublicKey};
 use audit_core::{AuditEvent, Digest, jsonl};
-
-fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors")
-}
-
-fn keyring() -> Keyring {
-    let mut keyring = Keyring::new();
-    keyring
-        .load_file(&vectors().join("good/public.pem"))
-        .unwrap();
-    keyring
-}
+use audit_testkit::vectors::{dir as vectors, keyring};
 
 fn blob32(row: &rusqlite::Row<'_>, index: usize) -> Digest {
     Digest::from_slice(&row.get::<_, Vec<u8>>(index).unwrap()).unwrap()
@@ -246,19 +235,9 @@ fn secret_key_signs_the_stored_checkpoints_and_matches_the_public_key() {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Expectation {
-    file: String,
-    first_bad_seq: Option<u64>,
-    what: String,
-}
-
 #[test]
 fn every_tampered_copy_is_rejected_at_the_stated_seq() {
-    let expectations: Vec<Expectation> = serde_json::from_str(
-        &std::fs::read_to_string(vectors().join("tampered/expect.json")).unwrap(),
-    )
-    .unwrap();
+    let expectations = audit_testkit::vectors::tampered();
     assert_eq!(expectations.len(), 6);
     let good_checkpoints = jsonl_checkpoints(&vectors().join("good/jsonl"));
     for expectation in expectations {

@@ -3,27 +3,13 @@
 //! each tampered JSONL folder fails at the stated seq, verified against
 //! the checkpoints of the good folder.
 
-use std::path::PathBuf;
-
 use audit_core::ChainId;
 use audit_core::chain::{VerifyOptions, VerifyReport};
-use audit_core::keys::Keyring;
 use audit_s3_jsonl::read_checkpoints;
 use audit_s3_jsonl::verify::verify_archive;
+use audit_testkit::vectors::{dir as vectors, keyring};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-
-fn vectors() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors")
-}
-
-fn keyring() -> Keyring {
-    let mut keyring = Keyring::new();
-    keyring
-        .load_file(&vectors().join("good/public.pem"))
-        .unwrap();
-    keyring
-}
 
 async fn verify_folder(dir: &std::path::Path, external: &[audit_core::Checkpoint]) -> VerifyReport {
     let store = LocalFileSystem::new_with_prefix(dir).unwrap();
@@ -61,15 +47,12 @@ async fn the_good_jsonl_folder_verifies() {
 
 #[tokio::test]
 async fn each_tampered_jsonl_folder_fails_at_the_stated_seq() {
-    let expectations: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(vectors().join("tampered/expect.json")).unwrap(),
-    )
-    .unwrap();
+    let expectations = audit_testkit::vectors::tampered();
     let checkpoints = good_checkpoints().await;
     assert_eq!(checkpoints.len(), 6);
     let mut checked = 0;
     for expectation in expectations {
-        let file = expectation["file"].as_str().unwrap();
+        let file = expectation.file.as_str();
         if !file.starts_with("jsonl_") {
             continue;
         }
@@ -77,12 +60,8 @@ async fn each_tampered_jsonl_folder_fails_at_the_stated_seq() {
         let failure = report
             .first_failure()
             .unwrap_or_else(|| panic!("{file}: tamper not detected"));
-        assert_eq!(
-            failure.chain,
-            expectation["chain"].as_str().unwrap(),
-            "{file}"
-        );
-        match expectation["first_bad_seq"].as_u64() {
+        assert_eq!(failure.chain, expectation.chain.as_str(), "{file}");
+        match expectation.first_bad_seq {
             Some(seq) => assert_eq!(failure.seq, seq, "{file}: {failure}"),
             None => assert!(!report.is_ok(), "{file}"),
         }

@@ -1,21 +1,8 @@
 //! The shared test vectors through the SQLite verifier.
 
-use std::path::{Path, PathBuf};
-
 use audit_core::keys::Keyring;
 use audit_sqlite::{SqliteVerifyOptions, verify_sqlite};
-
-fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors")
-}
-
-fn keyring() -> Keyring {
-    let mut keyring = Keyring::new();
-    keyring
-        .load_file(&vectors().join("good/public.pem"))
-        .unwrap();
-    keyring
-}
+use audit_testkit::vectors::{dir as vectors, keyring};
 
 #[test]
 fn the_good_sqlite_vector_verifies_to_the_manifest_head() {
@@ -48,13 +35,10 @@ fn the_good_sqlite_vector_verifies_to_the_manifest_head() {
 
 #[test]
 fn every_tampered_sqlite_vector_fails_at_its_first_bad_seq() {
-    let expect: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(vectors().join("tampered/expect.json")).unwrap(),
-    )
-    .unwrap();
+    let expect = audit_testkit::vectors::tampered();
     let mut checked = 0;
     for case in expect {
-        let file = case["file"].as_str().unwrap();
+        let file = case.file.as_str();
         if !file.ends_with(".sqlite") {
             continue;
         }
@@ -68,11 +52,7 @@ fn every_tampered_sqlite_vector_fails_at_its_first_bad_seq() {
         let first = report
             .first_failure()
             .unwrap_or_else(|| panic!("{file} verified"));
-        assert_eq!(
-            first.seq,
-            case["first_bad_seq"].as_u64().unwrap(),
-            "{file}: {first}"
-        );
+        assert_eq!(first.seq, case.first_bad_seq.unwrap(), "{file}: {first}");
         assert_eq!(first.chain, "default");
         checked += 1;
     }

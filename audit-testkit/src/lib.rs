@@ -8,6 +8,7 @@
 //! - [`strategies`]: proptest strategies for payloads, events and chain names;
 //! - [`object_stores`]: fault-injecting `object_store` wrappers;
 //! - [`servers`]: throwaway PostgreSQL and S3 (moto) servers for tests;
+//! - [`vectors`]: the workspace's shared FORMAT.md test vectors;
 //! - [`conformance`]: the suite every [`AuditSink`](audit_core::sink::AuditSink)
 //!   implementation must pass, run with the sink's own factory.
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@ pub mod object_stores;
 pub mod servers;
 pub mod sinks;
 pub mod strategies;
+pub mod vectors;
 
 pub use sinks::{
     CallCounter, FailingSink, FlakySink, MemoryChain, MemoryChainSink, MemoryChainStore,
