@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::chain::{ChainHead, ChainId, Checkpoint, Sealer, SignMode};
+use crate::chain::{BatchPlan, ChainHead, ChainId, Checkpoint, Sealer, SignMode};
 use crate::dead_letter::DeadLetter;
 use crate::event::AuditEvent;
 use crate::keys::AuditSigner;
@@ -95,37 +95,35 @@ impl std::fmt::Debug for ChainSinkOptions {
 }
 
 impl ChainSinkOptions {
+    /// Options that sign every record and checkpoint with `signer`: the
+    /// secure default.
+    pub fn signed(signer: Arc<AuditSigner>) -> Self {
+        Self {
+            signer: Some(signer),
+            ..Self::default()
+        }
+    }
+
+    /// Options without a key: records and checkpoints are unsigned, so a
+    /// verifier can only check the chain's hashes, never who wrote it.
+    /// Say so explicitly.
+    pub fn unsigned() -> Self {
+        Self::default()
+    }
+
+    /// The same options for another chain.
+    pub fn for_chain(mut self, chain: ChainId) -> Self {
+        self.chain = chain;
+        self
+    }
+
     /// The sealer these options describe.
     pub fn sealer(&self) -> Sealer {
         Sealer::new(self.chain.clone(), self.signer.clone(), self.sign_mode)
     }
 }
 
-/// The storage steps of a chain sink.
-#[async_trait]
-pub trait ChainStore: Send {
-    /// One atomic attempt: read the head, give events whose id is already in
-    /// the chain their existing record (`already_present`), seal the others
-    /// after the head with `sealer`, write them, commit. Returns
-    /// `Err` with [`ErrorClass::Conflict`] when another writer took a seq.
-    async fn append_once(
-        &mut self,
-        sealer: &Sealer,
-        events: &[AuditEvent],
-    ) -> Result<Vec<AppendOutcome>, SinkError>;
-
-    /// Stores dead letters durably.
-    async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), SinkError>;
-
-    /// Stores a checkpoint (idempotent for the same seq).
-    async fn write_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), SinkError>;
-
-    /// The current head of the chain.
-    async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError>;
-
-    /// A short description for logs, e.g. `sqlite:///var/audit.db`.
-    fn describe(&self) -> String;
-}
+pub use crate::store::ChainStore;
 
 /// A [`ChainStore`] with the shared policy: an [`AuditSink`].
 pub struct ChainWriter<S> {
@@ -238,25 +236,18 @@ impl<S: ChainStore> AuditSink for ChainWriter<S> {
         events: &[AuditEvent],
     ) -> Result<Vec<AppendOutcome>, SinkError> {
         let policy = self.options.race_retry;
+        let plan = BatchPlan::new(self.sealer.clone(), events);
         let mut attempt = 0u32;
         loop {
-            match self.store.append_once(&self.sealer, events).await {
-                Ok(outcomes) => {
-                    if let Some(head) = outcomes.iter().rev().find_map(|outcome| match outcome {
-                        AppendOutcome::Appended(receipt) if !receipt.already_present => {
-                            Some(ChainHead {
-                                seq: receipt.seq,
-                                hash: receipt.record_hash,
-                            })
-                        }
-                        _ => None,
-                    }) {
-                        self.last_head = Some(head);
+            match self.store.append_once(&plan).await {
+                Ok(sealed) => {
+                    if sealed.appends() {
+                        self.last_head = Some(sealed.head());
                     }
                     if let Err(error) = self.checkpoint_if_due().await {
                         tracing::warn!(chain = %self.options.chain, %error, "scheduled checkpoint failed; will retry");
                     }
-                    return Ok(outcomes);
+                    return Ok(sealed.into_outcomes());
                 }
                 Err(error)
                     if error.class == ErrorClass::Conflict && attempt < policy.max_retries =>

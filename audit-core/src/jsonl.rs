@@ -29,6 +29,7 @@ use crate::error::JsonlError;
 pub const FORMAT_VERSION: u64 = 1;
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RecordLine<'a> {
     v: u64,
     #[serde(borrow)]
@@ -44,6 +45,7 @@ struct RecordLine<'a> {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CheckpointObject {
     v: u64,
     chain: String,

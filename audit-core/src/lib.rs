@@ -10,12 +10,16 @@
 //! - [`journal`]: the durable admission journal;
 //! - [`jsonl`]: the JSONL line codec of the object-store layout;
 //! - [`sink`]: the async sink contract;
+//! - [`store`]: the storage traits backends implement (write side
+//!   [`store::ChainStore`], read side [`store::ChainSource`]) and store URLs;
 //! - [`chain_writer`]: the policy shared by chain sinks over a [`chain_writer::ChainStore`];
 //! - [`dead_letter`]: dead letters and the fallback file;
 //! - [`retry`]: capped exponential backoff;
 //! - [`pipeline`]: the queue, the batching drainer and its supervisor;
 //! - [`metrics`]: pipeline counters and the accounting invariant;
-//! - [`tee`]: a sink that also writes to mirrors.
+//! - [`tee`]: a sink that also writes to mirrors;
+//! - [`verification`], [`export`], [`replay`]: the one verifier, export and
+//!   dead-letter replay, over any store.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -27,14 +31,18 @@ pub mod dead_letter;
 pub mod digest;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod journal;
 pub mod jsonl;
 pub mod keys;
 pub mod metrics;
 pub mod pipeline;
+pub mod replay;
 pub mod retry;
 pub mod sink;
+pub mod store;
 pub mod tee;
+pub mod verification;
 
 pub use chain::{ChainHead, ChainId, Checkpoint, Record};
 pub use digest::Digest;

@@ -30,12 +30,14 @@
 //! ```
 
 mod checkpoint;
+mod plan;
 mod record;
 mod seal;
 mod signatures;
 mod verify;
 
 pub use checkpoint::{Checkpoint, checkpoint_hash};
+pub use plan::{BLOCKING_SEAL_THRESHOLD, BatchPlan, PresentIds, SealedBatch};
 pub use record::{ChainHead, ChainId, EventColumns, Record, record_hash};
 pub use seal::{Sealer, SignMode};
 pub use verify::{ChainSummary, Failure, FailureKind, Verifier, VerifyOptions, VerifyReport};

@@ -86,7 +86,7 @@ impl Sealer {
     }
 
     fn link(&self, head: ChainHead, event: &AuditEvent) -> Record {
-        let seq = head.seq + 1;
+        let seq = head.seq.saturating_add(1);
         let event_hash = event.event_hash();
         Record {
             chain: self.chain.clone(),

@@ -91,8 +91,20 @@ pub enum FailureKind {
     CheckpointBadSignature,
     /// The record at a checkpoint's seq has another hash.
     CheckpointMismatch,
-    /// A checkpoint lies beyond the chain's head: the chain was truncated.
+    /// A checkpoint or a stored head lies beyond the chain's head: the
+    /// chain was truncated.
     Truncated,
+    /// A stored row outside `1..=head`: seq zero or negative.
+    SeqOutOfRange,
+    /// A trace outside every valid chain: a row whose chain is NULL, not
+    /// text or not a valid name; an object or folder outside the layout; a
+    /// record filed under another chain.
+    Stray,
+    /// A head the store states (e.g. a head row) differs from the record
+    /// at its seq.
+    AnchorMismatch,
+    /// Records are signed but no public key was given to check them.
+    NoKeyGiven,
     /// The chain does not end at the expected head.
     HeadMismatch,
 }
@@ -157,6 +169,9 @@ pub struct VerifyReport {
     pub chains: BTreeMap<String, ChainSummary>,
     /// Every failure, in (chain, seq) order.
     pub failures: Vec<Failure>,
+    /// What could not be checked, for a person (e.g. that truncation of
+    /// the tail is not detectable without outside checkpoints).
+    pub unchecked: Vec<String>,
 }
 
 impl VerifyReport {
@@ -173,6 +188,8 @@ impl VerifyReport {
 
 #[derive(Default)]
 struct ChainState {
+    anchors: BTreeMap<u64, super::super::store::Anchor>,
+    no_key_reported: bool,
     head: ChainHead,
     started: bool,
     after_gap: bool,
@@ -262,6 +279,33 @@ impl Verifier {
         self.fail(chain, seq, FailureKind::Malformed, detail.into());
     }
 
+    /// Reports a stored row as the source found it: a seq outside `1..`
+    /// is [`FailureKind::SeqOutOfRange`], anything else
+    /// [`FailureKind::Malformed`].
+    pub fn malformed_row(&mut self, chain: &str, seq: i128, detail: impl Into<String>) {
+        match u64::try_from(seq) {
+            Ok(seq) if seq >= 1 => self.malformed(chain, seq, detail),
+            _ => self.fail(
+                chain,
+                0,
+                FailureKind::SeqOutOfRange,
+                format!("a row at seq {seq}, outside 1..=head: {}", detail.into()),
+            ),
+        }
+    }
+
+    /// Reports a trace outside every valid chain.
+    pub fn stray(&mut self, stray: &crate::store::Stray) {
+        self.fail(&stray.chain, stray.seq, FailureKind::Stray, stray.detail.clone());
+    }
+
+    /// Takes a head the store states besides its records: the record at
+    /// its seq must exist and carry its hash.
+    pub fn anchor(&mut self, chain: &ChainId, anchor: crate::store::Anchor) {
+        let state = self.state(chain.as_str());
+        state.anchors.insert(anchor.seq, anchor);
+    }
+
     /// Checks the next record of its chain.
     pub fn record(&mut self, record: &Record) {
         let chain = record.chain.as_str();
@@ -280,6 +324,7 @@ impl Verifier {
         }
         self.check_signature(record);
         self.check_checkpoint_at(record);
+        self.check_anchor_at(record);
         let state = self.state(chain);
         state.head = record.head();
         state.summary_records += 1;
@@ -304,6 +349,13 @@ impl Verifier {
                 );
                 self.fail(&name, *seq, FailureKind::Truncated, detail);
             }
+            for (seq, anchor) in &state.anchors {
+                let detail = format!(
+                    "{} states head seq {seq} (hash {}) but the chain ends at seq {}",
+                    anchor.what, anchor.hash, state.head.seq
+                );
+                self.fail(&name, *seq, FailureKind::Truncated, detail);
+            }
             if let Some(expected) = self.options.expect_head
                 && expected != state.head
             {
@@ -313,7 +365,7 @@ impl Verifier {
                 );
                 self.fail(
                     &name,
-                    expected.seq.min(state.head.seq + 1),
+                    expected.seq.min(state.head.seq.saturating_add(1)),
                     FailureKind::HeadMismatch,
                     detail,
                 );
@@ -336,6 +388,7 @@ impl Verifier {
             checkpoints: chains.values().map(|chain| chain.checkpoints).sum(),
             chains,
             failures: self.failures,
+            unchecked: Vec::new(),
         }
     }
 
@@ -361,9 +414,22 @@ impl Verifier {
             state.started = true;
             state.head = start;
         }
-        let expected = state.head.seq + 1;
         let expected_prev = state.head.hash;
         let after_gap = std::mem::take(&mut state.after_gap);
+        let Some(expected) = state.head.seq.checked_add(1) else {
+            let detail = format!("found seq {} after the largest seq", record.seq);
+            self.fail(chain, record.seq, FailureKind::SeqOutOfOrder, detail);
+            return false;
+        };
+        if record.seq == 0 {
+            self.fail(
+                chain,
+                0,
+                FailureKind::SeqOutOfRange,
+                "a record at seq 0, outside 1..=head".into(),
+            );
+            return false;
+        }
         if record.seq < expected {
             let detail = format!(
                 "found seq {} where seq {expected} was expected (duplicate or reordered record)",
@@ -375,7 +441,7 @@ impl Verifier {
         if record.seq > expected {
             let detail = format!(
                 "seq {expected} to {} missing: found seq {}",
-                record.seq - 1,
+                record.seq.saturating_sub(1),
                 record.seq
             );
             self.fail(chain, record.seq, FailureKind::SeqGap, detail);
@@ -466,6 +532,18 @@ impl Verifier {
                     "key_id and sig must both be present or both absent".into(),
                 );
             }
+            (Some(_), Some(_)) if self.keyring.is_empty() => {
+                let state = self.state(chain);
+                state.signed += 1;
+                if !std::mem::replace(&mut state.no_key_reported, true) {
+                    self.fail(
+                        chain,
+                        record.seq,
+                        FailureKind::NoKeyGiven,
+                        "records are signed but no public key was given: pass the signer's public key (--pubkey PEM)".into(),
+                    );
+                }
+            }
             (Some(key_id), Some(sig)) => {
                 self.state(chain).signed += 1;
                 let Some(key) = self.keyring.get(key_id).map(|key| *key.verifying_key()) else {
@@ -527,6 +605,32 @@ impl Verifier {
                 checkpoint.head, record.hash
             );
             self.fail(chain, record.seq, FailureKind::CheckpointMismatch, detail);
+        }
+    }
+
+    fn check_anchor_at(&mut self, record: &Record) {
+        let chain = record.chain.as_str();
+        let state = self.state(chain);
+        let passed: Vec<u64> = state.anchors.range(..record.seq).map(|(seq, _)| *seq).collect();
+        let mut missed = Vec::new();
+        for seq in passed {
+            if let Some(anchor) = state.anchors.remove(&seq) {
+                missed.push(anchor);
+            }
+        }
+        let at = state.anchors.remove(&record.seq);
+        for anchor in missed {
+            let detail = format!("{} states head seq {}, which has no record", anchor.what, anchor.seq);
+            self.fail(chain, record.seq, FailureKind::AnchorMismatch, detail);
+        }
+        if let Some(anchor) = at
+            && anchor.hash != record.hash
+        {
+            let detail = format!(
+                "{} states hash {} at seq {}, the record has {}",
+                anchor.what, anchor.hash, anchor.seq, record.hash
+            );
+            self.fail(chain, record.seq, FailureKind::AnchorMismatch, detail);
         }
     }
 

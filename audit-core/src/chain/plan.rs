@@ -1,0 +1,275 @@
+//! The batch plan: which events of a batch are new, which repeat an id
+//! already in the chain or earlier in the batch, how the new ones are
+//! sealed, and what each event's outcome is. Every store runs this one plan.
+//!
+//! A store's append attempt is: read the head and the records already in
+//! the chain for [`BatchPlan::ids`], call [`BatchPlan::seal`], write
+//! [`SealedBatch::records`], commit.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use audit_core::chain::{BatchPlan, ChainHead, ChainId, Sealer, SignMode};
+//! use audit_core::AuditEvent;
+//! let sealer = Sealer::new(ChainId::new("c")?, None, SignMode::EveryRecord);
+//! let event = AuditEvent::new("t", "a", serde_json::json!(1))?;
+//! let plan = BatchPlan::new(sealer, &[event.clone(), event]);
+//! assert_eq!(plan.ids().count(), 1);
+//! let sealed = plan.seal(ChainHead::EMPTY, &HashMap::new())?;
+//! assert_eq!(sealed.records().len(), 1);
+//! assert_eq!(sealed.outcomes().len(), 2); // the repeat gets the same record
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{ChainHead, ChainId, Record, Sealer};
+use crate::event::AuditEvent;
+use crate::sink::{AppendOutcome, ErrorClass, Receipt, SinkError};
+
+/// Batches at least this large are sealed on the blocking pool by
+/// [`BatchPlan::seal_off_runtime`].
+pub const BLOCKING_SEAL_THRESHOLD: usize = 64;
+
+/// The records already in a chain for some event ids: id to head at it.
+pub type PresentIds = HashMap<String, ChainHead>;
+
+/// What becomes of one event of the batch.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// The first event with its id in the batch: the `n`th distinct one.
+    First(usize),
+    /// Repeats the id of the `n`th distinct event.
+    Repeat(usize),
+}
+
+/// One batch, planned once and sealed on every attempt. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BatchPlan {
+    sealer: Sealer,
+    events: Arc<[AuditEvent]>,
+    slots: Arc<[Slot]>,
+    distinct: Arc<[usize]>,
+}
+
+impl BatchPlan {
+    /// Plans `events` for `sealer`'s chain.
+    pub fn new(sealer: Sealer, events: &[AuditEvent]) -> Self {
+        let mut first: HashMap<&str, usize> = HashMap::with_capacity(events.len());
+        let mut distinct = Vec::with_capacity(events.len());
+        let slots: Vec<Slot> = events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| match first.get(event.id()) {
+                Some(&n) => Slot::Repeat(n),
+                None => {
+                    first.insert(event.id(), distinct.len());
+                    distinct.push(index);
+                    Slot::First(distinct.len() - 1)
+                }
+            })
+            .collect();
+        Self {
+            sealer,
+            events: events.into(),
+            slots: slots.into(),
+            distinct: distinct.into(),
+        }
+    }
+
+    /// The chain written.
+    pub fn chain(&self) -> &ChainId {
+        self.sealer.chain()
+    }
+
+    /// The sealer.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> &[AuditEvent] {
+        &self.events
+    }
+
+    /// The distinct event ids of the batch, to look up in the chain.
+    pub fn ids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.distinct.iter().map(|&index| self.events[index].id())
+    }
+
+    /// Seals the events whose id is neither in `present` nor earlier in
+    /// the batch after `head`, and gives every event its outcome.
+    pub fn seal(&self, head: ChainHead, present: &PresentIds) -> Result<SealedBatch, SinkError> {
+        let fresh: Vec<usize> = self
+            .distinct
+            .iter()
+            .copied()
+            .filter(|&index| !present.contains_key(self.events[index].id()))
+            .collect();
+        let fits = u64::try_from(fresh.len())
+            .ok()
+            .and_then(|count| head.seq.checked_add(count))
+            .is_some_and(|last| last <= i64::MAX as u64);
+        if !fits {
+            return Err(SinkError::new(
+                format!("chain {}", self.chain()),
+                ErrorClass::Permanent,
+                format!(
+                    "chain is full: {} records after seq {} exceed the largest seq",
+                    fresh.len(),
+                    head.seq
+                ),
+            ));
+        }
+        let to_seal: Vec<AuditEvent> = fresh
+            .iter()
+            .map(|&index| self.events[index].clone())
+            .collect();
+        let records = self.sealer.seal_batch(head, &to_seal);
+        let mut by_distinct: Vec<(ChainHead, bool)> = Vec::with_capacity(self.distinct.len());
+        let mut sealed = records.iter();
+        for &index in self.distinct.iter() {
+            match present.get(self.events[index].id()) {
+                Some(&existing) => by_distinct.push((existing, true)),
+                None => {
+                    let head = sealed.next().map_or(ChainHead::EMPTY, Record::head);
+                    by_distinct.push((head, false));
+                }
+            }
+        }
+        let receipt = |(head, already_present): (ChainHead, bool)| {
+            AppendOutcome::Appended(Receipt {
+                chain: self.chain().clone(),
+                seq: head.seq,
+                record_hash: head.hash,
+                already_present,
+            })
+        };
+        let outcomes = self
+            .slots
+            .iter()
+            .map(|slot| match *slot {
+                Slot::First(n) => receipt(by_distinct[n]),
+                Slot::Repeat(n) => receipt((by_distinct[n].0, true)),
+            })
+            .collect();
+        Ok(SealedBatch {
+            head: records.last().map_or(head, Record::head),
+            records,
+            outcomes,
+        })
+    }
+
+    /// [`BatchPlan::seal`] for async stores: batches of at least
+    /// [`BLOCKING_SEAL_THRESHOLD`] events are sealed (hashed and signed) on
+    /// tokio's blocking pool, so the runtime's workers keep serving I/O.
+    pub async fn seal_off_runtime(
+        &self,
+        head: ChainHead,
+        present: PresentIds,
+    ) -> Result<SealedBatch, SinkError> {
+        if self.events.len() < BLOCKING_SEAL_THRESHOLD {
+            return self.seal(head, &present);
+        }
+        let plan = self.clone();
+        tokio::task::spawn_blocking(move || plan.seal(head, &present))
+            .await
+            .map_err(|error| {
+                SinkError::new(
+                    format!("chain {}", self.chain()),
+                    ErrorClass::Transient,
+                    format!("sealing task failed: {error}"),
+                )
+            })?
+    }
+}
+
+/// A planned batch, sealed after a head.
+#[derive(Debug, Clone)]
+pub struct SealedBatch {
+    records: Vec<Record>,
+    outcomes: Vec<AppendOutcome>,
+    head: ChainHead,
+}
+
+impl SealedBatch {
+    /// The new records to write, in seq order.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// The head after these records.
+    pub fn head(&self) -> ChainHead {
+        self.head
+    }
+
+    /// Whether any record is new.
+    pub fn appends(&self) -> bool {
+        !self.records.is_empty()
+    }
+
+    /// One outcome per event of the batch, in order.
+    pub fn outcomes(&self) -> &[AppendOutcome] {
+        &self.outcomes
+    }
+
+    /// The outcomes, taken.
+    pub fn into_outcomes(self) -> Vec<AppendOutcome> {
+        self.outcomes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::SignMode;
+
+    fn events(ids: &[usize]) -> Vec<AuditEvent> {
+        let pool: Vec<AuditEvent> = (0..10)
+            .map(|n| AuditEvent::new("t", "a", serde_json::json!(n)).unwrap())
+            .collect();
+        ids.iter().map(|&n| pool[n].clone()).collect()
+    }
+
+    fn outcome(outcome: &AppendOutcome) -> (u64, bool) {
+        match outcome {
+            AppendOutcome::Appended(receipt) => (receipt.seq, receipt.already_present),
+            AppendOutcome::DeadLettered { .. } => panic!("dead-lettered"),
+        }
+    }
+
+    #[test]
+    fn repeats_present_and_fresh_events_get_their_records() {
+        let sealer = Sealer::new(ChainId::default(), None, SignMode::EveryRecord);
+        let batch = events(&[0, 1, 0, 2, 1]);
+        let plan = BatchPlan::new(sealer, &batch);
+        assert_eq!(plan.ids().count(), 3);
+        let head = ChainHead {
+            seq: 7,
+            hash: crate::Digest([7; 32]),
+        };
+        let mut present = PresentIds::new();
+        present.insert(batch[1].id().to_owned(), ChainHead { seq: 3, ..head });
+        let sealed = plan.seal(head, &present).unwrap();
+        assert_eq!(sealed.records().len(), 2);
+        assert_eq!(sealed.head().seq, 9);
+        let seen: Vec<(u64, bool)> = sealed.outcomes().iter().map(outcome).collect();
+        assert_eq!(
+            seen,
+            [(8, false), (3, true), (8, true), (9, false), (3, true)]
+        );
+    }
+
+    #[test]
+    fn a_full_chain_is_refused_not_wrapped() {
+        let sealer = Sealer::new(ChainId::default(), None, SignMode::EveryRecord);
+        let plan = BatchPlan::new(sealer, &events(&[0]));
+        let head = ChainHead {
+            seq: i64::MAX as u64,
+            hash: crate::Digest::ZERO,
+        };
+        let error = plan.seal(head, &PresentIds::new()).unwrap_err();
+        assert_eq!(error.class, ErrorClass::Permanent);
+        assert!(error.message.contains("chain is full"), "{error}");
+    }
+}

@@ -1,0 +1,240 @@
+//! The read side of a store: [`ChainSource`].
+
+use std::fmt;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::chain::{ChainId, Checkpoint, Record};
+use crate::dead_letter::DeadLetter;
+use crate::digest::Digest;
+
+/// A store could not be read (an I/O error, not a verification failure).
+#[derive(Debug, thiserror::Error)]
+#[error("{store}: {message}")]
+pub struct SourceError {
+    /// Which store (its [`ChainSource::describe`]).
+    pub store: String,
+    /// What went wrong.
+    pub message: String,
+    /// The underlying error.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl SourceError {
+    /// A new error without a source.
+    pub fn new(store: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            store: store.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+}
+
+/// One stored record of a chain, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceRecord {
+    /// A row that decodes into a record (which the verifier then checks).
+    Record(Record),
+    /// A row that does not: a NULL or mistyped column, a hash of the wrong
+    /// length, a seq outside `1..`, a line that is not a record.
+    Malformed {
+        /// The seq as stored (it may be zero or negative), or where it was
+        /// found when the seq itself is unreadable.
+        seq: i128,
+        /// What is wrong, naming the column or member.
+        detail: String,
+    },
+}
+
+/// A checkpoint as stored: decoded, or what is wrong with it.
+pub type SourceCheckpoint = Result<Checkpoint, (i128, String)>;
+
+/// A trace in the store that belongs to no valid chain: a row whose
+/// `chain_id` is NULL, not text or not a valid chain name; an object or
+/// folder outside the layout. Every stray is a verification failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stray {
+    /// The chain name as stored, for the report (quoted or described).
+    pub chain: String,
+    /// The seq, when one can be read (else 0).
+    pub seq: u64,
+    /// What and where.
+    pub detail: String,
+}
+
+/// A head the store states besides its records (for example PostgreSQL's
+/// `audit_heads` row): the records must reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// The stated head seq.
+    pub seq: u64,
+    /// The stated head hash.
+    pub hash: Digest,
+    /// Where it is stated, e.g. `audit_heads`.
+    pub what: String,
+}
+
+/// Every chain a store holds a trace of, and what belongs to none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Chains named anywhere (records, checkpoints, head rows, dead
+    /// letters), sorted.
+    pub chains: Vec<ChainId>,
+    /// Traces outside any valid chain.
+    pub strays: Vec<Stray>,
+}
+
+impl Inventory {
+    /// Adds `chain` unless listed.
+    pub fn add_chain(&mut self, chain: ChainId) {
+        if let Err(position) = self.chains.binary_search(&chain) {
+            self.chains.insert(position, chain);
+        }
+    }
+}
+
+/// A dead letter with the key that removes it from its store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeadLetter {
+    /// The store's key: a row id, an object path, a line number.
+    pub key: String,
+    /// The letter.
+    pub letter: DeadLetter,
+}
+
+/// The records of a chain, in stored seq order.
+pub type RecordStream<'a> = BoxStream<'a, Result<SourceRecord, SourceError>>;
+
+/// The read side of a store: what the one verifier, the one export and the
+/// one dead-letter replay of the core read.
+///
+/// Implementations must return *every* trace: a row a decoder cannot read
+/// is a [`SourceRecord::Malformed`] or a [`Stray`], never skipped and never
+/// an I/O error.
+#[async_trait]
+pub trait ChainSource: Send + Sync {
+    /// A short description for reports, never with a password.
+    fn describe(&self) -> String;
+
+    /// Every chain with a trace in any table or folder, and the strays.
+    async fn inventory(&self) -> Result<Inventory, SourceError>;
+
+    /// Every stored record of `chain` with seq `>= from` in seq order; with
+    /// `from <= 1`, every stored row of the chain, whatever its seq.
+    async fn records(&self, chain: &ChainId, from: u64) -> Result<RecordStream<'_>, SourceError>;
+
+    /// Every stored checkpoint of `chain`, in seq order.
+    async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError>;
+
+    /// Heads the store states besides its records.
+    async fn anchors(&self, _chain: &ChainId) -> Result<Vec<Anchor>, SourceError> {
+        Ok(Vec::new())
+    }
+
+    /// The dead letters, of one chain or of all, oldest first.
+    async fn dead_letters(
+        &self,
+        chain: Option<&ChainId>,
+    ) -> Result<Vec<StoredDeadLetter>, SourceError>;
+
+    /// Records with seq `>= from` whose event id appears at a lower seq
+    /// `>= from`, as `(seq, event_id)`, when the store can answer it more
+    /// cheaply than the verifier's in-memory set; `None` otherwise.
+    async fn duplicate_ids(
+        &self,
+        _chain: &ChainId,
+        _from: u64,
+    ) -> Result<Option<Vec<(u64, String)>>, SourceError> {
+        Ok(None)
+    }
+
+    /// Number of stored records over all chains, for a progress bar.
+    async fn count_records(&self) -> Result<Option<u64>, SourceError> {
+        Ok(None)
+    }
+}
+
+impl fmt::Debug for dyn ChainSource + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainSource({})", self.describe())
+    }
+}
+
+#[async_trait]
+impl<T: ChainSource + ?Sized> ChainSource for std::sync::Arc<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    async fn inventory(&self) -> Result<Inventory, SourceError> {
+        (**self).inventory().await
+    }
+    async fn records(&self, chain: &ChainId, from: u64) -> Result<RecordStream<'_>, SourceError> {
+        (**self).records(chain, from).await
+    }
+    async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError> {
+        (**self).checkpoints(chain).await
+    }
+    async fn anchors(&self, chain: &ChainId) -> Result<Vec<Anchor>, SourceError> {
+        (**self).anchors(chain).await
+    }
+    async fn dead_letters(
+        &self,
+        chain: Option<&ChainId>,
+    ) -> Result<Vec<StoredDeadLetter>, SourceError> {
+        (**self).dead_letters(chain).await
+    }
+    async fn duplicate_ids(
+        &self,
+        chain: &ChainId,
+        from: u64,
+    ) -> Result<Option<Vec<(u64, String)>>, SourceError> {
+        (**self).duplicate_ids(chain, from).await
+    }
+    async fn count_records(&self) -> Result<Option<u64>, SourceError> {
+        (**self).count_records().await
+    }
+}
+
+#[async_trait]
+impl<T: ChainSource + ?Sized> ChainSource for Box<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    async fn inventory(&self) -> Result<Inventory, SourceError> {
+        (**self).inventory().await
+    }
+    async fn records(&self, chain: &ChainId, from: u64) -> Result<RecordStream<'_>, SourceError> {
+        (**self).records(chain, from).await
+    }
+    async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError> {
+        (**self).checkpoints(chain).await
+    }
+    async fn anchors(&self, chain: &ChainId) -> Result<Vec<Anchor>, SourceError> {
+        (**self).anchors(chain).await
+    }
+    async fn dead_letters(
+        &self,
+        chain: Option<&ChainId>,
+    ) -> Result<Vec<StoredDeadLetter>, SourceError> {
+        (**self).dead_letters(chain).await
+    }
+    async fn duplicate_ids(
+        &self,
+        chain: &ChainId,
+        from: u64,
+    ) -> Result<Option<Vec<(u64, String)>>, SourceError> {
+        (**self).duplicate_ids(chain, from).await
+    }
+    async fn count_records(&self) -> Result<Option<u64>, SourceError> {
+        (**self).count_records().await
+    }
+}
