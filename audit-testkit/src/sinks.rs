@@ -44,9 +44,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use audit_core::chain::{Sealer, VerifyOptions, VerifyReport};
+use audit_core::chain::{BatchPlan, SealedBatch, VerifyOptions, VerifyReport};
 use audit_core::chain_writer::{ChainSinkOptions, ChainStore, ChainWriter};
 use audit_core::dead_letter::DeadLetter;
+use audit_core::store::memory::MemoryStore;
 use audit_core::keys::Keyring;
 use audit_core::sink::{AppendOutcome, AuditSink, ErrorClass, Receipt, SinkError};
 use audit_core::{AuditEvent, ChainHead, ChainId, Checkpoint, Record};
@@ -480,38 +481,19 @@ impl<S: AuditSink> AuditSink for FlakySink<S> {
 }
 
 #[derive(Debug, Default)]
-struct MemoryState {
-    records: Vec<Record>,
-    by_id: HashMap<String, usize>,
-    dead_letters: Vec<DeadLetter>,
-    checkpoints: Vec<Checkpoint>,
+struct Faults {
     fail_appends: Vec<ErrorClass>,
     fail_dead_letters: u32,
 }
 
-impl MemoryState {
-    fn head(&self) -> ChainHead {
-        self.records.last().map_or(ChainHead::EMPTY, Record::head)
-    }
-
-    fn receipt(&self, index: usize) -> Receipt {
-        let record = &self.records[index];
-        Receipt {
-            chain: record.chain.clone(),
-            seq: record.seq,
-            record_hash: record.hash,
-            already_present: true,
-        }
-    }
-}
-
-/// An in-memory chain (one chain) shared by every store made from it.
+/// An in-memory chain (one chain, `default`) shared by every store made
+/// from it: the core's [`MemoryStore`] with failures that can be injected
+/// for the next appends or dead-letter writes.
 ///
 /// Its stores are idempotent on event id, like the real sinks, and detect
 /// lost races honestly: an append reads the head, seals outside the lock
 /// and commits only if the head has not moved (else a
-/// [`ErrorClass::Conflict`], which [`ChainWriter`] retries). Failures can be
-/// injected for the next appends or dead-letter writes.
+/// [`ErrorClass::Conflict`], which [`ChainWriter`] retries).
 ///
 /// ```
 /// use audit_testkit::sinks::MemoryChain;
@@ -521,16 +503,26 @@ impl MemoryState {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let chain = MemoryChain::new();
-/// let mut sink = chain.sink(ChainSinkOptions::default());
+/// let mut sink = chain.sink(ChainSinkOptions::unsigned());
 /// let event = AuditEvent::new("t", "a", serde_json::json!({"k": 1})).unwrap();
 /// sink.append_batch(&[event.clone(), event]).await.unwrap();
 /// assert_eq!(chain.len(), 1);
 /// assert!(chain.verify(Keyring::new()).is_ok());
 /// # }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryChain {
-    state: Arc<Mutex<MemoryState>>,
+    store: MemoryStore,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl Default for MemoryChain {
+    fn default() -> Self {
+        Self {
+            store: MemoryStore::new("chain"),
+            faults: Arc::default(),
+        }
+    }
 }
 
 /// The chain sink over a [`MemoryChainStore`]: the real shared policy.
@@ -540,6 +532,11 @@ impl MemoryChain {
     /// An empty chain.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The core store underneath (a [`ChainSource`](audit_core::store::ChainSource) too).
+    pub fn memory_store(&self) -> &MemoryStore {
+        &self.store
     }
 
     /// A store writing to this chain.
@@ -569,12 +566,12 @@ impl MemoryChain {
 
     /// The records, in seq order.
     pub fn records(&self) -> Vec<Record> {
-        lock(&self.state).records.clone()
+        self.store.records(&ChainId::default())
     }
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        lock(&self.state).records.len()
+        self.records().len()
     }
 
     /// Whether the chain has no record.
@@ -584,25 +581,25 @@ impl MemoryChain {
 
     /// The dead letters stored.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        lock(&self.state).dead_letters.clone()
+        self.store.stored_dead_letters()
     }
 
     /// The checkpoints stored.
     pub fn checkpoints(&self) -> Vec<Checkpoint> {
-        lock(&self.state).checkpoints.clone()
+        self.store.stored_checkpoints(&ChainId::default())
     }
 
     /// The next `count` append attempts fail with an error of `class`
     /// (a permanent error makes [`ChainWriter`] dead-letter the batch).
     pub fn fail_next_appends(&self, count: usize, class: ErrorClass) {
-        lock(&self.state)
+        lock(&self.faults)
             .fail_appends
             .extend(std::iter::repeat_n(class, count));
     }
 
     /// The next `count` dead-letter writes fail.
     pub fn fail_next_dead_letters(&self, count: u32) {
-        lock(&self.state).fail_dead_letters += count;
+        lock(&self.faults).fail_dead_letters += count;
     }
 
     /// Verifies every checkpoint and record with the real verifier.
@@ -612,17 +609,13 @@ impl MemoryChain {
 
     /// Verifies with explicit options.
     pub fn verify_with(&self, keyring: Keyring, options: VerifyOptions) -> VerifyReport {
-        let state = lock(&self.state);
         let mut verifier = audit_core::chain::Verifier::new(keyring, options);
-        state
-            .checkpoints
+        self.checkpoints()
             .iter()
             .for_each(|checkpoint| verifier.checkpoint(checkpoint));
-        state
-            .records
+        self.records()
             .iter()
             .for_each(|record| verifier.record(record));
-        drop(state);
         verifier.finish()
     }
 }
@@ -640,11 +633,11 @@ impl MemoryChainStore {
     }
 
     fn injected(&self) -> Result<(), SinkError> {
-        let mut state = lock(&self.chain.state);
-        if state.fail_appends.is_empty() {
+        let mut faults = lock(&self.chain.faults);
+        if faults.fail_appends.is_empty() {
             return Ok(());
         }
-        let class = state.fail_appends.remove(0);
+        let class = faults.fail_appends.remove(0);
         Err(SinkError::new(
             self.describe(),
             class,
@@ -655,107 +648,41 @@ impl MemoryChainStore {
 
 #[async_trait]
 impl ChainStore for MemoryChainStore {
-    async fn append_once(
-        &mut self,
-        sealer: &Sealer,
-        events: &[AuditEvent],
-    ) -> Result<Vec<AppendOutcome>, SinkError> {
+    async fn append_once(&mut self, plan: &BatchPlan) -> Result<SealedBatch, SinkError> {
         self.injected()?;
-        let (head, known) = {
-            let state = lock(&self.chain.state);
-            let known: Vec<Option<Receipt>> = events
-                .iter()
-                .map(|event| {
-                    state
-                        .by_id
-                        .get(event.id())
-                        .map(|&index| state.receipt(index))
-                })
-                .collect();
-            (state.head(), known)
-        };
-        let mut fresh: Vec<AuditEvent> = Vec::new();
-        let mut fresh_index: HashMap<&str, usize> = HashMap::new();
-        let mut plan = Vec::with_capacity(events.len());
-        for (event, known) in events.iter().zip(known) {
-            if let Some(receipt) = known {
-                plan.push(Err(receipt));
-            } else if let Some(&index) = fresh_index.get(event.id()) {
-                plan.push(Ok((index, true)));
-            } else {
-                fresh_index.insert(event.id(), fresh.len());
-                plan.push(Ok((fresh.len(), false)));
-                fresh.push(event.clone());
-            }
-        }
-        let records = sealer.seal_batch(head, &fresh);
-        // Another writer may commit meanwhile, as between a real read and write.
-        tokio::task::yield_now().await;
-        let mut state = lock(&self.chain.state);
-        if state.head() != head {
-            return Err(SinkError::new(
-                self.describe(),
-                ErrorClass::Conflict,
-                format!("seq {} was taken by another writer", head.seq + 1),
-            ));
-        }
-        let receipts: Vec<Receipt> = records
-            .iter()
-            .map(|record| Receipt {
-                chain: record.chain.clone(),
-                seq: record.seq,
-                record_hash: record.hash,
-                already_present: false,
-            })
-            .collect();
-        for record in records {
-            if let Some(columns) = &record.columns {
-                let index = state.records.len();
-                state.by_id.insert(columns.id.clone(), index);
-            }
-            state.records.push(record);
-        }
-        drop(state);
-        Ok(plan
-            .into_iter()
-            .map(|step| match step {
-                Err(existing) => AppendOutcome::Appended(existing),
-                Ok((index, repeated)) => AppendOutcome::Appended(Receipt {
-                    already_present: repeated,
-                    ..receipts[index].clone()
-                }),
-            })
-            .collect())
+        self.chain.store.append_once(plan).await
+    }
+
+    async fn import(&mut self, records: &[Record]) -> Result<(), SinkError> {
+        self.injected()?;
+        self.chain.store.import(records).await
     }
 
     async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), SinkError> {
-        let mut state = lock(&self.chain.state);
-        if state.fail_dead_letters > 0 {
-            state.fail_dead_letters -= 1;
-            return Err(SinkError::new(
-                self.describe(),
-                ErrorClass::Transient,
-                "injected dead-letter failure",
-            ));
+        {
+            let mut faults = lock(&self.chain.faults);
+            if faults.fail_dead_letters > 0 {
+                faults.fail_dead_letters -= 1;
+                return Err(SinkError::new(
+                    self.describe(),
+                    ErrorClass::Transient,
+                    "injected dead-letter failure",
+                ));
+            }
         }
-        state.dead_letters.extend_from_slice(letters);
-        Ok(())
+        self.chain.store.dead_letter(letters).await
+    }
+
+    async fn remove_dead_letters(&mut self, keys: &[String]) -> Result<(), SinkError> {
+        self.chain.store.remove_dead_letters(keys).await
     }
 
     async fn write_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), SinkError> {
-        let mut state = lock(&self.chain.state);
-        if !state
-            .checkpoints
-            .iter()
-            .any(|existing| existing.seq == checkpoint.seq)
-        {
-            state.checkpoints.push(checkpoint.clone());
-        }
-        Ok(())
+        self.chain.store.write_checkpoint(checkpoint).await
     }
 
-    async fn head(&mut self, _chain: &ChainId) -> Result<ChainHead, SinkError> {
-        Ok(lock(&self.chain.state).head())
+    async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError> {
+        self.chain.store.head(chain).await
     }
 
     fn describe(&self) -> String {
