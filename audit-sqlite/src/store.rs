@@ -15,16 +15,15 @@
 //! supervisor rebuilds it. Moving a connection costs microseconds, nothing
 //! beside a batch of thousands of rows.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use audit_core::chain::{ChainHead, ChainId, Checkpoint, Record, Sealer};
+use audit_core::chain::{BatchPlan, ChainHead, ChainId, Checkpoint, PresentIds, Record, SealedBatch};
 use audit_core::chain_writer::{ChainSinkOptions, ChainStore, ChainWriter};
 use audit_core::dead_letter::DeadLetter;
-use audit_core::sink::{AppendOutcome, ErrorClass, Receipt, SinkError, SinkFactory};
-use audit_core::{AuditEvent, Digest};
+use audit_core::sink::{ErrorClass, SinkError, SinkFactory};
+use audit_core::Digest;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::error::{SqliteError, classify};
@@ -270,16 +269,17 @@ pub(crate) fn read_head(
 /// Event ids looked up per query.
 const IDS_PER_LOOKUP: usize = 256;
 
-/// The records already in `chain` for any of `events`' ids, by event id,
-/// looked up [`IDS_PER_LOOKUP`] ids per query.
-fn existing_receipts(
+/// The records already in `chain` for any of `ids`, looked up
+/// [`IDS_PER_LOOKUP`] ids per query.
+fn present_ids<'a>(
     transaction: &Transaction<'_>,
     chain: &ChainId,
-    events: &[AuditEvent],
+    ids: impl Iterator<Item = &'a str>,
     describe: &str,
-) -> Result<HashMap<String, Receipt>, SinkError> {
-    let mut found = HashMap::new();
-    for chunk in events.chunks(IDS_PER_LOOKUP) {
+) -> Result<PresentIds, SinkError> {
+    let ids: Vec<&str> = ids.collect();
+    let mut found = PresentIds::new();
+    for chunk in ids.chunks(IDS_PER_LOOKUP) {
         let mut sql = String::from(
             "SELECT event_id, seq, record_hash FROM audit_records WHERE chain_id = ?1 AND event_id IN (",
         );
@@ -293,9 +293,9 @@ fn existing_receipts(
         let mut statement = transaction
             .prepare_cached(&sql)
             .map_err(|error| sink_error(describe, "preparing the event id lookup", error))?;
-        let ids = std::iter::once(chain.as_str()).chain(chunk.iter().map(AuditEvent::id));
+        let params = std::iter::once(chain.as_str()).chain(chunk.iter().copied());
         let mut rows = statement
-            .query(rusqlite::params_from_iter(ids))
+            .query(rusqlite::params_from_iter(params))
             .map_err(|error| sink_error(describe, "looking up event ids", error))?;
         while let Some(row) = rows
             .next()
@@ -306,15 +306,16 @@ fn existing_receipts(
             };
             let (id, seq, hash) =
                 read(row).map_err(|error| sink_error(describe, "reading an event id", error))?;
-            found.insert(
-                id,
-                Receipt {
-                    chain: chain.clone(),
-                    seq: u64::try_from(seq).unwrap_or_default(),
-                    record_hash: Digest::from_slice(&hash).unwrap_or(Digest::ZERO),
-                    already_present: true,
-                },
-            );
+            let corrupt = || {
+                SinkError::new(
+                    describe,
+                    ErrorClass::Permanent,
+                    format!("the record of event {id} in chain {chain} is unreadable; run `deferred-audit verify`"),
+                )
+            };
+            let seq = u64::try_from(seq).map_err(|_| corrupt())?;
+            let hash = Digest::from_slice(&hash).map_err(|_| corrupt())?;
+            found.insert(id, ChainHead { seq, hash });
         }
     }
     Ok(found)
@@ -420,58 +421,65 @@ pub fn insert_sealed_blocking(
     commit(transaction, &describe)
 }
 
-/// The body of one append, inside `transaction`: read the head, give
-/// events already in the chain (or earlier in the batch) their existing
-/// record, seal the rest and insert them. The caller commits.
+/// The body of one append, inside `transaction`: read the head and the
+/// ids already present, seal with the core's plan, insert. The caller commits.
 pub(crate) fn append_in(
     transaction: &Transaction<'_>,
-    sealer: &Sealer,
-    events: &[AuditEvent],
+    plan: &BatchPlan,
     describe: &str,
-) -> Result<Vec<AppendOutcome>, SinkError> {
-    let chain = sealer.chain();
-    let head = read_head(transaction, chain, describe)?;
-    let mut outcomes: Vec<Option<AppendOutcome>> = Vec::with_capacity(events.len());
-    let mut fresh: Vec<AuditEvent> = Vec::with_capacity(events.len());
-    let mut fresh_index: HashMap<&str, usize> = HashMap::new();
-    let mut repeats: Vec<(usize, usize)> = Vec::new();
-    let existing = existing_receipts(transaction, chain, events, describe)?;
-    for (position, event) in events.iter().enumerate() {
-        if let Some(&index) = fresh_index.get(event.id()) {
-            repeats.push((position, index));
-            outcomes.push(None);
-        } else if let Some(receipt) = existing.get(event.id()) {
-            outcomes.push(Some(AppendOutcome::Appended(receipt.clone())));
-        } else {
-            fresh_index.insert(event.id(), fresh.len());
-            fresh.push(event.clone());
-            outcomes.push(None);
-        }
-    }
-    let records = sealer.seal_batch(head, &fresh);
-    insert_records(transaction, &records, describe)?;
-    let receipt = |record: &Record, already_present| Receipt {
-        chain: chain.clone(),
-        seq: record.seq,
-        record_hash: record.hash,
-        already_present,
+) -> Result<SealedBatch, SinkError> {
+    let head = read_head(transaction, plan.chain(), describe)?;
+    let present = present_ids(transaction, plan.chain(), plan.ids(), describe)?;
+    let sealed = plan.seal(head, &present)?;
+    insert_records(transaction, sealed.records(), describe)?;
+    Ok(sealed)
+}
+
+/// Inserts verbatim `records` that must continue the head of their chain.
+fn import_in(
+    transaction: &Transaction<'_>,
+    records: &[Record],
+    describe: &str,
+) -> Result<(), SinkError> {
+    let Some(first) = records.first() else {
+        return Ok(());
     };
-    for (position, index) in repeats {
-        outcomes[position] = Some(AppendOutcome::Appended(receipt(&records[index], true)));
+    let head = read_head(transaction, &first.chain, describe)?;
+    if head.seq.checked_add(1) != Some(first.seq) {
+        return Err(SinkError::new(
+            describe,
+            ErrorClass::Conflict,
+            format!(
+                "imported records start at seq {} but chain {} ends at seq {}",
+                first.seq, first.chain, head.seq
+            ),
+        ));
     }
-    let mut sealed = records.iter();
-    Ok(outcomes
-        .into_iter()
-        .map(|outcome| match outcome {
-            Some(outcome) => outcome,
-            None => match sealed.next() {
-                Some(record) => AppendOutcome::Appended(receipt(record, false)),
-                None => AppendOutcome::DeadLettered {
-                    reason: "internal: no record sealed for this event".into(),
-                },
-            },
-        })
-        .collect())
+    insert_records(transaction, records, describe)
+}
+
+/// Deletes dead letters by row id.
+fn delete_dead_letters(
+    transaction: &Transaction<'_>,
+    keys: &[String],
+    describe: &str,
+) -> Result<(), SinkError> {
+    let mut statement = transaction
+        .prepare_cached("DELETE FROM audit_dead_letters WHERE id = ?1")
+        .map_err(|error| sink_error(describe, "preparing the dead-letter delete", error))?;
+    for key in keys {
+        let id: i64 = key.parse().map_err(|_| {
+            SinkError::new(
+                describe,
+                ErrorClass::Permanent,
+                format!("{key:?} is not a dead-letter row id"),
+            )
+        })?;
+        statement
+            .execute([id])
+            .map_err(|error| sink_error(describe, "deleting a replayed dead letter", error))?;
+    }
+    Ok(())
 }
 
 /// Inserts dead letters inside `transaction`.
@@ -542,18 +550,23 @@ pub(crate) fn commit(transaction: Transaction<'_>, describe: &str) -> Result<(),
 
 #[async_trait]
 impl ChainStore for SqliteStore {
-    async fn append_once(
-        &mut self,
-        sealer: &Sealer,
-        events: &[AuditEvent],
-    ) -> Result<Vec<AppendOutcome>, SinkError> {
-        let sealer = sealer.clone();
-        let events = events.to_vec();
+    async fn append_once(&mut self, plan: &BatchPlan) -> Result<SealedBatch, SinkError> {
+        let plan = plan.clone();
         self.run(move |connection, describe| {
             let transaction = begin(connection, describe)?;
-            let outcomes = append_in(&transaction, &sealer, &events, describe)?;
+            let sealed = append_in(&transaction, &plan, describe)?;
             commit(transaction, describe)?;
-            Ok(outcomes)
+            Ok(sealed)
+        })
+        .await
+    }
+
+    async fn import(&mut self, records: &[Record]) -> Result<(), SinkError> {
+        let records = records.to_vec();
+        self.run(move |connection, describe| {
+            let transaction = begin(connection, describe)?;
+            import_in(&transaction, &records, describe)?;
+            commit(transaction, describe)
         })
         .await
     }
@@ -563,6 +576,16 @@ impl ChainStore for SqliteStore {
         self.run(move |connection, describe| {
             let transaction = begin(connection, describe)?;
             insert_dead_letters(&transaction, &letters, describe)?;
+            commit(transaction, describe)
+        })
+        .await
+    }
+
+    async fn remove_dead_letters(&mut self, keys: &[String]) -> Result<(), SinkError> {
+        let keys = keys.to_vec();
+        self.run(move |connection, describe| {
+            let transaction = begin(connection, describe)?;
+            delete_dead_letters(&transaction, &keys, describe)?;
             commit(transaction, describe)
         })
         .await

@@ -1,9 +1,10 @@
 //! The conformance suite every [`AuditSink`] implementation must pass.
 //!
 //! A backend's tests call [`run`] with a factory of its sinks (all writing
-//! one chain) and the [`Capabilities`] it has: how to read its records back,
-//! how to make its next append fail, whether several writers may append at
-//! once. Each check is also a public function, for a backend that wants to
+//! one chain) and the [`Capabilities`] it has: its read side (a
+//! [`ChainSource`], through which records, dead letters and verification are
+//! checked with the core's one verifier), how to make its next append fail,
+//! whether several writers may append at once. Each check is also a public function, for a backend that wants to
 //! run one on its own. The checks panic with a message naming what broke.
 //! They tolerate records already in the chain, so one store can serve the
 //! whole suite.
@@ -17,10 +18,10 @@
 //! # async fn main() {
 //! let chain = MemoryChain::new();
 //! let caps = Capabilities::new()
-//!     .read_back({ let chain = chain.clone(); move || { let chain = chain.clone(); async move { Ok(chain.records()) } } })
+//!     .source(chain.memory_store().clone())
 //!     .inject_permanent_failure({ let chain = chain.clone(); move || { let chain = chain.clone(); async move { chain.fail_next_appends(1, ErrorClass::Permanent) } } })
 //!     .concurrent_writers(true);
-//! conformance::run(chain.factory(ChainSinkOptions::default()), caps).await;
+//! conformance::run(chain.factory(ChainSinkOptions::unsigned()), caps).await;
 //! # }
 //! ```
 
@@ -31,33 +32,22 @@ use std::sync::Arc;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
-use audit_core::chain::{Verifier, VerifyOptions};
-use audit_core::dead_letter::DeadLetter;
+use audit_core::chain::VerifyOptions;
 use audit_core::keys::Keyring;
 use audit_core::sink::{AppendOutcome, AuditSink, Receipt, SinkFactory};
-use audit_core::{AuditEvent, Checkpoint, Record};
+use audit_core::store::ChainSource;
+use audit_core::verification::{SourceVerifyOptions, verify_source};
+use audit_core::{AuditEvent, Record};
 
-/// Reads every record of the chain, in seq order.
-pub type ReadRecords =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<Record>, String>> + Send + Sync>;
-/// Reads every checkpoint of the chain.
-pub type ReadCheckpoints =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<Checkpoint>, String>> + Send + Sync>;
-/// Reads every dead letter the sink stored.
-pub type ReadDeadLetters =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<DeadLetter>, String>> + Send + Sync>;
 /// An action on the backend (e.g. inject a failure).
 pub type Hook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// What a sink under test can do, and how the suite reaches its storage.
 #[derive(Clone, Default)]
 pub struct Capabilities {
-    /// Reads the records back (enables the read-back and verification checks).
-    pub read_back: Option<ReadRecords>,
-    /// Reads the checkpoints back (verified before the records).
-    pub read_checkpoints: Option<ReadCheckpoints>,
-    /// Reads the dead letters back.
-    pub read_dead_letters: Option<ReadDeadLetters>,
+    /// The store's read side (enables the read-back, dead-letter and
+    /// verification checks, all through the core's one verifier).
+    pub source: Option<Arc<dyn ChainSource>>,
     /// Makes the next append attempt fail with a permanent error, so the
     /// sink dead-letters the batch (enables the dead-letter check).
     pub inject_permanent_failure: Option<Hook>,
@@ -72,9 +62,7 @@ pub struct Capabilities {
 impl std::fmt::Debug for Capabilities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Capabilities")
-            .field("read_back", &self.read_back.is_some())
-            .field("read_checkpoints", &self.read_checkpoints.is_some())
-            .field("read_dead_letters", &self.read_dead_letters.is_some())
+            .field("source", &self.source.as_ref().map(|source| source.describe()))
             .field(
                 "inject_permanent_failure",
                 &self.inject_permanent_failure.is_some(),
@@ -91,33 +79,9 @@ impl Capabilities {
         Self::default()
     }
 
-    /// Sets how to read the records back.
-    pub fn read_back<F, Fut>(mut self, read: F) -> Self
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<Record>, String>> + Send + 'static,
-    {
-        self.read_back = Some(Arc::new(move || read().boxed()));
-        self
-    }
-
-    /// Sets how to read the checkpoints back.
-    pub fn read_checkpoints<F, Fut>(mut self, read: F) -> Self
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<Checkpoint>, String>> + Send + 'static,
-    {
-        self.read_checkpoints = Some(Arc::new(move || read().boxed()));
-        self
-    }
-
-    /// Sets how to read the dead letters back.
-    pub fn read_dead_letters<F, Fut>(mut self, read: F) -> Self
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<DeadLetter>, String>> + Send + 'static,
-    {
-        self.read_dead_letters = Some(Arc::new(move || read().boxed()));
+    /// Sets the store's read side.
+    pub fn source(mut self, source: impl ChainSource + 'static) -> Self {
+        self.source = Some(Arc::new(source));
         self
     }
 
@@ -164,7 +128,7 @@ pub async fn run<F: SinkFactory>(factory: F, caps: Capabilities) {
     if caps.concurrent_writers {
         concurrent_writers(&factory, &caps).await;
     }
-    if caps.read_back.is_some() {
+    if caps.source.is_some() {
         what_was_written_verifies(&caps).await;
     }
 }
@@ -222,10 +186,14 @@ fn receipts(check: &str, outcomes: &[AppendOutcome]) -> Vec<Receipt> {
 }
 
 async fn read_records(caps: &Capabilities, check: &str) -> Option<Vec<Record>> {
-    let read = caps.read_back.as_ref()?;
-    Some(read().await.unwrap_or_else(|error| {
-        panic!("conformance {check}: reading records back failed: {error}")
-    }))
+    let source = caps.source.as_ref()?;
+    Some(
+        crate::read_all_records(source.as_ref())
+            .await
+            .unwrap_or_else(|error| {
+                panic!("conformance {check}: reading records back failed: {error}")
+            }),
+    )
 }
 
 /// The records holding `events`, by event id.
@@ -396,12 +364,15 @@ pub async fn dead_letters_on_permanent_failure<F: SinkFactory>(factory: &F, caps
             );
         }
     }
-    if let Some(read) = caps.read_dead_letters.as_ref() {
-        let letters = read().await.unwrap_or_else(|error| {
+    if let Some(source) = caps.source.as_ref() {
+        let letters = source.dead_letters(None).await.unwrap_or_else(|error| {
             panic!("conformance {check}: reading dead letters failed: {error}")
         });
         for event in &batch {
-            let letter = letters.iter().find(|letter| letter.event_id == event.id());
+            let letter = letters
+                .iter()
+                .map(|stored| &stored.letter)
+                .find(|letter| letter.event_id == event.id());
             let letter = letter.unwrap_or_else(|| {
                 panic!(
                     "conformance {check}: no dead letter for event {}",
@@ -441,7 +412,7 @@ pub async fn concurrent_writers<F: SinkFactory>(factory: &F, caps: &Capabilities
             receipt.seq
         );
     }
-    if caps.read_back.is_some() {
+    if caps.source.is_some() {
         what_was_written_verifies(caps).await;
     }
 }
@@ -457,23 +428,23 @@ async fn write_batches(sink: &mut dyn AuditSink, check: &str, name: &str) -> Vec
     all
 }
 
-/// Everything read back verifies with the real verifier.
+/// Everything in the store verifies with the core's one verifier, and
+/// every record read back was checked.
 pub async fn what_was_written_verifies(caps: &Capabilities) {
     let check = "verification";
+    let Some(source) = caps.source.as_ref() else {
+        return;
+    };
     let Some(records) = read_records(caps, check).await else {
         return;
     };
-    let mut verifier = Verifier::new(caps.keyring.clone(), caps.verify_options.clone());
-    if let Some(read) = caps.read_checkpoints.as_ref() {
-        let checkpoints = read().await.unwrap_or_else(|error| {
-            panic!("conformance {check}: reading checkpoints failed: {error}")
-        });
-        checkpoints
-            .iter()
-            .for_each(|checkpoint| verifier.checkpoint(checkpoint));
-    }
-    records.iter().for_each(|record| verifier.record(record));
-    let report = verifier.finish();
+    let options = SourceVerifyOptions {
+        verify: caps.verify_options.clone(),
+        ..SourceVerifyOptions::default()
+    };
+    let report = verify_source(source.as_ref(), &caps.keyring, options)
+        .await
+        .unwrap_or_else(|error| panic!("conformance {check}: reading the store failed: {error}"));
     assert!(
         report.is_ok(),
         "conformance {check}: the chain does not verify: {:?}",
