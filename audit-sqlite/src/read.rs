@@ -220,6 +220,21 @@ impl ChainSource for SqliteSource {
         .await
     }
 
+    async fn last_seq(&self, chain: &ChainId) -> Result<Option<u64>, SourceError> {
+        let chain = chain.clone();
+        self.read("reading the head seq", move |connection| {
+            connection.query_row(
+                "SELECT MAX(seq) FROM audit_records WHERE chain_id = ?1 AND typeof(seq) = 'integer'",
+                [chain.as_str()],
+                |row| match row.get_ref(0)? {
+                    ValueRef::Integer(seq) => Ok(u64::try_from(seq).ok()),
+                    _ => Ok(None),
+                },
+            )
+        })
+        .await
+    }
+
     async fn count_records(&self) -> Result<Option<u64>, SourceError> {
         self.read("counting records", |connection| {
             connection

@@ -29,37 +29,8 @@ fn prepare(path: &Path) {
 }
 
 fn capabilities(path: PathBuf, keyring: Keyring) -> Capabilities {
-    let records = path.clone();
-    let checkpoints = path.clone();
-    let letters = path.clone();
     Capabilities::new()
-        .read_back(move || {
-            let path = records.clone();
-            async move {
-                let mut all = Vec::new();
-                audit_sqlite::for_each_record(
-                    &path,
-                    |record| -> Result<(), audit_sqlite::SqliteError> {
-                        all.push(record.clone());
-                        Ok(())
-                    },
-                )
-                .map_err(|error| error.to_string())?;
-                Ok(all)
-            }
-        })
-        .read_checkpoints(move || {
-            let path = checkpoints.clone();
-            async move { audit_sqlite::read_checkpoints(&path).map_err(|error| error.to_string()) }
-        })
-        .read_dead_letters(move || {
-            let path = letters.clone();
-            async move {
-                audit_sqlite::list_dead_letters(&path)
-                    .map(|letters| letters.into_iter().map(|stored| stored.letter).collect())
-                    .map_err(|error| error.to_string())
-            }
-        })
+        .source(audit_sqlite::SqliteSource::open(&path).unwrap())
         .inject_permanent_failure(move || {
             let path = path.clone();
             async move {

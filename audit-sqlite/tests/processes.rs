@@ -16,10 +16,10 @@ use audit_core::chain_writer::ChainSinkOptions;
 use audit_core::dead_letter::{DeadLetter, FallbackFile};
 use audit_core::keys::Keyring;
 use audit_core::sink::{AppendOutcome, AuditSink, ErrorClass};
-use audit_sqlite::{
-    SqliteOptions, SqliteVerifyOptions, list_dead_letters, open_sink, replay_dead_letters,
-    verify_sqlite,
-};
+use audit_sqlite::{SqliteOptions, open_sink};
+
+mod common;
+use common::{list as list_dead_letters, replay, verify_file};
 
 const ROLE: &str = "AUDIT_SQLITE_ROLE";
 
@@ -238,7 +238,7 @@ fn chain_ids(path: &Path) -> Vec<String> {
 }
 
 fn verify_ok(path: &Path) -> u64 {
-    let report = verify_sqlite(path, &Keyring::new(), SqliteVerifyOptions::default(), &[]).unwrap();
+    let report = verify_file(path, &Keyring::new());
     assert!(report.is_ok(), "{:?}", report.failures);
     report.records
 }
@@ -367,7 +367,6 @@ fn disk_full() {
         acks.ack.len()
     );
     let stored_letters: HashSet<String> = list_dead_letters(&path)
-        .unwrap()
         .into_iter()
         .map(|stored| stored.letter.event_id)
         .collect();
@@ -385,7 +384,7 @@ fn disk_full() {
 
     // Space again: replay both the table and the fallback file.
     let options = ChainSinkOptions::default();
-    let from_table = replay_dead_letters(&path, &options, SqliteOptions::default()).unwrap();
+    let from_table = replay(&path, &options);
     assert_eq!(from_table.appended as usize, acks.dead.len());
     let from_file = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut sink = open_sink(&path, options.clone(), SqliteOptions::default())
@@ -404,7 +403,7 @@ fn disk_full() {
         .chain(acks.fallback)
         .collect();
     assert_eq!(stored, all);
-    assert!(list_dead_letters(&path).unwrap().is_empty());
+    assert!(list_dead_letters(&path).is_empty());
 }
 
 fn held_lock() {

@@ -151,8 +151,7 @@ fn a_foreign_sqlite_file_is_refused_untouched() {
     );
     assert!(error.to_string().contains("app.db"));
     assert_untouched(&path, &before);
-    let error = audit_sqlite::verify_sqlite(&path, &Default::default(), Default::default(), &[])
-        .unwrap_err();
+    let error = audit_sqlite::SqliteSource::open(&path).unwrap_err();
     assert!(matches!(error, SqliteError::Foreign { .. }), "{error:?}");
 }
 
@@ -168,7 +167,7 @@ fn a_file_that_is_not_sqlite_is_refused_untouched() {
     assert!(matches!(&error, SqliteError::NotSqlite { .. }), "{error:?}");
     assert!(error.to_string().contains("notes.txt"), "{error}");
     assert_untouched(&path, &before);
-    let error = audit_sqlite::list_dead_letters(&path).unwrap_err();
+    let error = audit_sqlite::SqliteSource::open(&path).unwrap_err();
     assert!(matches!(error, SqliteError::NotSqlite { .. }), "{error:?}");
     assert_untouched(&path, &before);
 }
@@ -177,8 +176,7 @@ fn a_file_that_is_not_sqlite_is_refused_untouched() {
 fn reading_a_missing_file_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.db");
-    let error = audit_sqlite::verify_sqlite(&path, &Default::default(), Default::default(), &[])
-        .unwrap_err();
+    let error = audit_sqlite::SqliteSource::open(&path).unwrap_err();
     assert!(matches!(error, SqliteError::NotFound { .. }), "{error:?}");
     assert!(error.to_string().contains("absent.db"));
     assert!(!path.exists());

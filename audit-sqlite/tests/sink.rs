@@ -10,10 +10,10 @@ use audit_core::chain_writer::{ChainSinkOptions, ChainStore, CheckpointPolicy};
 use audit_core::dead_letter::DeadLetter;
 use audit_core::keys::{AuditSigner, Keyring};
 use audit_core::sink::{AppendOutcome, AuditSink, ErrorClass};
-use audit_sqlite::{
-    SqliteOptions, SqliteVerifyOptions, list_dead_letters, open_sink, replay_dead_letters,
-    verify_sqlite,
-};
+use audit_sqlite::{SqliteOptions, open_sink};
+
+mod common;
+use common::{list as list_dead_letters, replay, verify_file};
 
 fn event(n: usize) -> AuditEvent {
     AuditEvent::new(
@@ -40,7 +40,7 @@ fn signed_options() -> (ChainSinkOptions, Keyring) {
 }
 
 fn verify(path: &Path, keyring: &Keyring) -> audit_core::chain::VerifyReport {
-    let report = verify_sqlite(path, keyring, SqliteVerifyOptions::default(), &[]).unwrap();
+    let report = verify_file(path, keyring);
     assert!(report.is_ok(), "{:?}", report.failures);
     report
 }
@@ -80,7 +80,7 @@ async fn batches_append_in_order_with_signatures_and_checkpoints() {
     let report = verify(&path, &keyring);
     assert_eq!(report.records, 250);
     assert_eq!(report.chains["default"].signed, 250);
-    let checkpoints = audit_sqlite::read_checkpoints(&path).unwrap();
+    let checkpoints = common::checkpoints(&path);
     let seqs: Vec<u64> = checkpoints.iter().map(|c| c.seq).collect();
     assert_eq!(
         seqs,
@@ -156,12 +156,12 @@ async fn dead_letters_are_listed_and_replayed_once() {
     sink.store_mut().dead_letter(&[other]).await.unwrap();
     drop(sink);
 
-    let listed = list_dead_letters(&path).unwrap();
+    let listed = list_dead_letters(&path);
     assert_eq!(listed.len(), 6);
     assert_eq!(listed[0].letter, letters[0]);
     assert_eq!(listed[0].letter.attempts, 3);
 
-    let report = replay_dead_letters(&path, &options, SqliteOptions::default()).unwrap();
+    let report = replay(&path, &options);
     assert_eq!(report.appended, 4);
     assert_eq!(
         report.already_present, 1,
@@ -169,11 +169,11 @@ async fn dead_letters_are_listed_and_replayed_once() {
     );
     assert_eq!(report.other_chains, 1);
     assert!(report.unreadable.is_empty());
-    let left = list_dead_letters(&path).unwrap();
+    let left = list_dead_letters(&path);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].letter.chain_id, "other");
 
-    let again = replay_dead_letters(&path, &options, SqliteOptions::default()).unwrap();
+    let again = replay(&path, &options);
     assert_eq!((again.appended, again.already_present), (0, 0));
     let verified = verify(&path, &keyring);
     assert_eq!(verified.records, 6);
@@ -192,12 +192,7 @@ async fn an_unreadable_dead_letter_stays_and_is_reported() {
     let good = DeadLetter::new(&ChainId::default(), &event(2), "x", 1);
     sink.store_mut().dead_letter(&[letter, good]).await.unwrap();
     drop(sink);
-    let report = replay_dead_letters(
-        &path,
-        &ChainSinkOptions::default(),
-        SqliteOptions::default(),
-    )
-    .unwrap();
+    let report = replay(&path, &ChainSinkOptions::default());
     assert_eq!(report.appended, 1);
     assert_eq!(report.unreadable.len(), 1);
     assert!(
@@ -205,7 +200,7 @@ async fn an_unreadable_dead_letter_stays_and_is_reported() {
         "{:?}",
         report.unreadable
     );
-    assert_eq!(list_dead_letters(&path).unwrap().len(), 1);
+    assert_eq!(list_dead_letters(&path).len(), 1);
 }
 
 #[test]

@@ -1,21 +1,17 @@
 //! The shared test vectors through the SQLite verifier.
 
 use audit_core::keys::Keyring;
-use audit_sqlite::{SqliteVerifyOptions, verify_sqlite};
+mod common;
+
+use audit_core::verification::SourceVerifyOptions;
+use common::{verify_file, verify_file_with};
 use audit_testkit::vectors::{dir as vectors, keyring};
 
 #[test]
 fn the_good_sqlite_vector_verifies_to_the_manifest_head() {
     let path = vectors().join("good/chain.sqlite");
     let before = std::fs::read(&path).unwrap();
-    let options = SqliteVerifyOptions {
-        verify: audit_core::chain::VerifyOptions {
-            require_signed: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let report = verify_sqlite(&path, &keyring(), options, &[]).unwrap();
+    let report = verify_file(&path, &keyring());
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.records, 300);
     assert_eq!(report.checkpoints, 6);
@@ -42,13 +38,7 @@ fn every_tampered_sqlite_vector_fails_at_its_first_bad_seq() {
         if !file.ends_with(".sqlite") {
             continue;
         }
-        let report = verify_sqlite(
-            &vectors().join("tampered").join(file),
-            &keyring(),
-            SqliteVerifyOptions::default(),
-            &[],
-        )
-        .unwrap();
+        let report = verify_file(&vectors().join("tampered").join(file), &keyring());
         let first = report
             .first_failure()
             .unwrap_or_else(|| panic!("{file} verified"));
@@ -62,20 +52,23 @@ fn every_tampered_sqlite_vector_fails_at_its_first_bad_seq() {
 #[test]
 fn verification_from_a_seq_checks_only_the_rest() {
     let path = vectors().join("tampered/payload_edit.sqlite");
-    let options = SqliteVerifyOptions {
-        from_seq: Some(43),
+    let options = SourceVerifyOptions {
+        from: Some(43),
         ..Default::default()
     };
-    let report = verify_sqlite(&path, &keyring(), options, &[]).unwrap();
+    let report = verify_file_with(&path, &keyring(), options);
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.records, 300 - 42);
 }
 
 #[test]
-fn an_unknown_key_fails_every_signed_record() {
+fn no_key_fails_once_saying_so() {
     let path = vectors().join("good/chain.sqlite");
-    let report =
-        verify_sqlite(&path, &Keyring::new(), SqliteVerifyOptions::default(), &[]).unwrap();
-    assert_eq!(report.first_failure().unwrap().seq, 1);
-    assert!(!report.is_ok());
+    let report = verify_file(&path, &Keyring::new());
+    let first = report.first_failure().unwrap();
+    assert_eq!(
+        (first.seq, first.kind),
+        (1, audit_core::chain::FailureKind::NoKeyGiven)
+    );
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
 }

@@ -190,6 +190,7 @@ impl VerifyReport {
 struct ChainState {
     anchors: BTreeMap<u64, super::super::store::Anchor>,
     no_key_reported: bool,
+    unchecked_checkpoint: Option<u64>,
     head: ChainHead,
     started: bool,
     after_gap: bool,
@@ -232,6 +233,14 @@ impl Verifier {
     /// Takes a checkpoint; give each before the record at its seq.
     pub fn checkpoint(&mut self, checkpoint: &Checkpoint) {
         let chain = checkpoint.chain.as_str().to_owned();
+        if self.keyring.is_empty() {
+            let state = self.state(&chain);
+            state.unchecked_checkpoint.get_or_insert(checkpoint.seq);
+            state
+                .pending_checkpoints
+                .insert(checkpoint.seq, checkpoint.clone());
+            return;
+        }
         let valid = self.keyring.get(&checkpoint.key_id).map(|key| {
             key.verifying_key()
                 .verify_strict(
@@ -348,6 +357,16 @@ impl Verifier {
                     checkpoint.head, state.head.seq
                 );
                 self.fail(&name, *seq, FailureKind::Truncated, detail);
+            }
+            if let Some(seq) = state.unchecked_checkpoint
+                && !state.no_key_reported
+            {
+                self.fail(
+                    &name,
+                    seq,
+                    FailureKind::NoKeyGiven,
+                    "checkpoints are signed but no public key was given: pass the signer's public key (--pubkey PEM)".into(),
+                );
             }
             for (seq, anchor) in &state.anchors {
                 let detail = format!(

@@ -161,6 +161,21 @@ pub trait ChainSource: Send + Sync {
     async fn count_records(&self) -> Result<Option<u64>, SourceError> {
         Ok(None)
     }
+
+    /// The highest seq stored for `chain` (`None` when it has no record).
+    /// The default reads the whole chain; stores with an index answer it
+    /// directly.
+    async fn last_seq(&self, chain: &ChainId) -> Result<Option<u64>, SourceError> {
+        use futures::StreamExt as _;
+        let mut records = self.records(chain, 1).await?;
+        let mut last = None;
+        while let Some(row) = records.next().await {
+            if let SourceRecord::Record(record) = row? {
+                last = Some(last.map_or(record.seq, |seq: u64| seq.max(record.seq)));
+            }
+        }
+        Ok(last)
+    }
 }
 
 impl fmt::Debug for dyn ChainSource + '_ {
@@ -202,6 +217,9 @@ impl<T: ChainSource + ?Sized> ChainSource for std::sync::Arc<T> {
     async fn count_records(&self) -> Result<Option<u64>, SourceError> {
         (**self).count_records().await
     }
+    async fn last_seq(&self, chain: &ChainId) -> Result<Option<u64>, SourceError> {
+        (**self).last_seq(chain).await
+    }
 }
 
 #[async_trait]
@@ -236,5 +254,8 @@ impl<T: ChainSource + ?Sized> ChainSource for Box<T> {
     }
     async fn count_records(&self) -> Result<Option<u64>, SourceError> {
         (**self).count_records().await
+    }
+    async fn last_seq(&self, chain: &ChainId) -> Result<Option<u64>, SourceError> {
+        (**self).last_seq(chain).await
     }
 }
