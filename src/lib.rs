@@ -6,13 +6,20 @@
 //! - `postgres`: the PostgreSQL chain sink, as [`postgres`];
 //! - `s3`: the JSONL archive on any `object_store` backend, as [`s3`].
 //!
+//! [`open`] opens any store from its URL (`sqlite://`, `postgres://`,
+//! `s3://`, `file://`, `memory://`) as a sink factory or a chain source.
+//!
 //! Everything else (events, the chain format, keys, the pipeline, metrics,
 //! the tee) comes from [`core`], with the most used items re-exported here.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod open;
+
 pub use audit_core as core;
+pub use audit_core::store::{ChainSource, ChainStore, StoreUrl};
+pub use open::{OpenError, checkpoint_publisher, open_chain_store, open_source, open_writer, sink_factory};
 pub use audit_core::metrics::{MetricsSnapshot, PipelineMetrics};
 pub use audit_core::pipeline::{
     AuditPipeline, AuditQueue, Backpressure, ShutdownReport, SubmitError, close_and_flush,

@@ -24,15 +24,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use audit_core::chain::{ChainHead, ChainId, SignMode, VerifyOptions};
+use audit_core::chain::{ChainHead, ChainId, SignMode};
 use audit_core::chain_writer::ChainSinkOptions;
 use audit_core::keys::{AuditSigner, Keyring};
 use audit_core::pipeline::{AuditPipeline, AuditQueue};
 use audit_core::{AuditEvent, EventError};
-use audit_sqlite::{SqliteOptions, SqliteStore, SqliteVerifyOptions};
+use audit_core::verification::{SourceVerifyOptions, verify_source};
+use audit_sqlite::{SqliteOptions, SqliteStore};
 use measure::{Latencies, per_second, proc_status_bytes};
 
-use crate::error::{CliError, OK, failed};
+use crate::error::{CliError, OK, block_on, failed};
 use crate::store_url::StoreUrl;
 
 /// Largest batch of the pipeline run (one transaction each).
@@ -441,12 +442,14 @@ struct VerifyRun {
 fn verify_rate(path: &Path, signer: &AuditSigner) -> Result<VerifyRun, CliError> {
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
-    let options = SqliteVerifyOptions {
-        verify: VerifyOptions::default(),
-        ..SqliteVerifyOptions::default()
+    // Checkpoint-only runs leave records unsigned: accepted here, on purpose.
+    let options = SourceVerifyOptions {
+        allow_unsigned: true,
+        ..SourceVerifyOptions::default()
     };
+    let source = audit_sqlite::SqliteSource::open(path)?;
     let started = Instant::now();
-    let report = audit_sqlite::verify_sqlite(path, &keyring, options, &[])?;
+    let report = block_on(verify_source(&source, &keyring, options))??;
     Ok(VerifyRun {
         ok: report.is_ok(),
         records: report.records,

@@ -19,21 +19,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audit_core::AuditEvent;
-use audit_core::chain::{ChainId, VerifyOptions, VerifyReport};
+use audit_core::chain::{ChainId, VerifyReport};
+use audit_core::verification::SourceVerifyOptions;
 use audit_core::chain_writer::ChainSinkOptions;
 use audit_core::journal::JournalConfig;
 use audit_core::keys::{AuditSigner, Keyring};
 use audit_core::pipeline::{AuditPipeline, Backpressure, ShutdownReport};
-use audit_core::sink::CheckpointPublisher;
 use audit_core::tee::MirrorFailures;
-use audit_s3_jsonl::ObjectStoreCheckpointPublisher;
-use audit_sqlite::SqliteVerifyOptions;
 use futures::StreamExt;
 
 use crate::error::{CliError, OK, failed};
 use crate::progress;
 use crate::sinks;
-use crate::store_url::{Access, StoreUrl};
+use crate::store_url::StoreUrl;
 
 /// The store used without `--store`.
 const DEFAULT_STORE: &str = "sqlite://demo-data/audit.db";
@@ -119,21 +117,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let verify_started = Instant::now();
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
-    let verify_options = SqliteVerifyOptions {
-        verify: VerifyOptions {
-            require_signed: true,
-            ..VerifyOptions::default()
-        },
-        ..SqliteVerifyOptions::default()
-    };
-    let report = crate::verify::verify_store(
-        &args.store,
-        &keyring,
-        verify_options.verify,
-        None,
-        &[],
-        args.json,
-    )?;
+    let report = runtime.block_on(async {
+        let outside_checkpoints = match &args.publish_checkpoints {
+            Some(url) => crate::verify::load_checkpoints(url).await?,
+            None => Vec::new(),
+        };
+        let options = SourceVerifyOptions {
+            outside_checkpoints,
+            ..SourceVerifyOptions::default()
+        };
+        crate::verify::verify_store(&args.store, &keyring, options, args.json).await
+    })?;
     let summary = Summary {
         args: &args,
         outcome: &outcome,
@@ -218,12 +212,7 @@ async fn submit_all(
 ) -> Result<Outcome, CliError> {
     let chain = ChainId::default();
     let publisher = match &args.publish_checkpoints {
-        Some(url) => {
-            let (store, prefix) = url.object_store(Access::Write, "demo --publish-checkpoints")?;
-            let publisher: Arc<dyn CheckpointPublisher> =
-                Arc::new(ObjectStoreCheckpointPublisher::new(store, prefix));
-            Some(publisher)
-        }
+        Some(url) => Some(deferred_audit::checkpoint_publisher(url)?),
         None => None,
     };
     let sink_options = ChainSinkOptions {

@@ -1,8 +1,5 @@
-//! `deferred-audit dlq list|replay URL`: the dead letters of a store.
-//!
-//! Each backend keeps its own dead letters (a table in SQLite and
-//! PostgreSQL); this module reads them through the backend crate and prints
-//! them one way.
+//! `deferred-audit dlq list|replay URL`: the dead letters of a store, read
+//! and replayed by the core for every backend through one code path.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,103 +7,50 @@ use std::sync::Arc;
 
 use audit_core::chain::ChainId;
 use audit_core::chain_writer::ChainSinkOptions;
-use audit_core::dead_letter::DeadLetter;
 use audit_core::keys::AuditSigner;
-use audit_postgres::{PostgresOptions, PostgresStore};
-use audit_sqlite::SqliteOptions;
+use audit_core::replay::replay_dead_letters;
+use audit_core::store::StoredDeadLetter;
+use deferred_audit::{open_source, open_writer};
 
 use crate::error::{CliError, OK, block_on};
-use crate::store_url::{Access, StoreUrl};
+use crate::store_url::StoreUrl;
+use crate::verify::print_out;
 
-/// A dead letter as listed: the store's name for it and the letter.
-struct Listed {
-    id: String,
-    letter: DeadLetter,
-}
-
-/// What a replay did, whatever the backend.
-struct Replayed {
-    appended: u64,
-    already_present: u64,
-    kept: Vec<(String, String)>,
-    other_chains: Option<u64>,
-}
-
-/// Lists the dead letters, as text or one JSON object.
+/// Lists the dead letters with their events' content, as text or one JSON object.
 pub fn list(url: &StoreUrl, json: bool) -> Result<ExitCode, CliError> {
-    let letters = read_letters(url)?;
+    let letters = block_on(async {
+        let source = open_source(url).await?;
+        Ok::<_, CliError>(source.dead_letters(None).await?)
+    })??;
     if json {
         let items: Vec<serde_json::Value> = letters.iter().map(letter_json).collect();
-        println!(
-            "{}",
+        print_out(&format!(
+            "{}\n",
             serde_json::json!({"count": letters.len(), "dead_letters": items})
-        );
+        ))?;
         return Ok(OK);
     }
-    for Listed { id, letter } in &letters {
-        println!(
-            "#{id} chain {} event {} failed at {} after {} attempt(s): {}",
+    let mut text = String::new();
+    for StoredDeadLetter { key, letter } in &letters {
+        text.push_str(&format!(
+            "#{key} chain {} event {} failed at {} after {} attempt(s): {}\n  event: {}\n",
             letter.chain_id,
             letter.event_id,
             letter.failed_at,
             letter.attempts,
-            letter.failure_reason
-        );
+            letter.failure_reason,
+            letter.event_json
+        ));
     }
-    println!("{} dead letter(s) in {url}", letters.len());
+    text.push_str(&format!("{} dead letter(s) in {url}\n", letters.len()));
+    print_out(&text)?;
     Ok(OK)
 }
 
-fn read_letters(url: &StoreUrl) -> Result<Vec<Listed>, CliError> {
-    match url {
-        StoreUrl::Sqlite(path) => Ok(audit_sqlite::list_dead_letters(path)?
-            .into_iter()
-            .map(|stored| Listed {
-                id: stored.id.to_string(),
-                letter: stored.letter,
-            })
-            .collect()),
-        StoreUrl::Postgres(url) => block_on(async {
-            let store = PostgresStore::connect(url, PostgresOptions::default()).await?;
-            let letters = store.list_dead_letters(None).await?;
-            Ok::<_, CliError>(
-                letters
-                    .into_iter()
-                    .map(|stored| Listed {
-                        id: stored.id.to_string(),
-                        letter: stored.letter,
-                    })
-                    .collect(),
-            )
-        })?,
-        StoreUrl::File(_) | StoreUrl::S3 { .. } => {
-            let (store, prefix) = url.object_store(Access::Read, "dlq list")?;
-            block_on(archive_letters(store.as_ref(), &prefix))?
-        }
-    }
-}
-
-/// The dead-letter objects of every chain under `prefix`, numbered per chain.
-async fn archive_letters(
-    store: &dyn object_store::ObjectStore,
-    prefix: &object_store::path::Path,
-) -> Result<Vec<Listed>, CliError> {
-    let mut all = Vec::new();
-    for chain in audit_s3_jsonl::verify::list_chains(store, prefix).await? {
-        let letters =
-            audit_s3_jsonl::dead_letters::read_dead_letters(store, prefix, &chain).await?;
-        all.extend(letters.into_iter().enumerate().map(|(n, letter)| Listed {
-            id: format!("{chain}/{}", n + 1),
-            letter,
-        }));
-    }
-    Ok(all)
-}
-
-fn letter_json(listed: &Listed) -> serde_json::Value {
-    let letter = &listed.letter;
+fn letter_json(stored: &StoredDeadLetter) -> serde_json::Value {
+    let letter = &stored.letter;
     serde_json::json!({
-        "id": listed.id,
+        "id": stored.key,
         "chain": letter.chain_id,
         "event_id": letter.event_id,
         "event": serde_json::from_str::<serde_json::Value>(&letter.event_json).unwrap_or(serde_json::Value::Null),
@@ -118,71 +62,28 @@ fn letter_json(listed: &Listed) -> serde_json::Value {
 
 /// Replays the dead letters of `chain` into the chain, signing with `key`.
 pub fn replay(url: &StoreUrl, key: Option<&Path>, chain: &str) -> Result<ExitCode, CliError> {
-    let options = ChainSinkOptions {
-        chain: ChainId::new(chain).map_err(|error| CliError::usage(error.to_string()))?,
-        signer: key.map(AuditSigner::load).transpose()?.map(Arc::new),
-        ..ChainSinkOptions::default()
-    };
-    let report = match url {
-        StoreUrl::Sqlite(path) => replay_sqlite(url, path, &options)?,
-        StoreUrl::Postgres(text) => block_on(replay_postgres(text, &options))??,
-        StoreUrl::File(_) | StoreUrl::S3 { .. } => {
-            return Err(CliError::usage(format!(
-                "`dlq replay` does not serve archives ({url}): their dead-letter objects are listed by `dlq list`; append them through a pipeline into the archive, then delete the objects"
-            )));
-        }
-    };
-    let other_chains = report
-        .other_chains
-        .map(|count| format!(", {count} of other chains (kept)"))
-        .unwrap_or_default();
-    println!(
-        "replayed into {url} chain {chain}: {} appended, {} already in the chain, {} unreadable (kept){other_chains}",
+    let chain = ChainId::new(chain).map_err(|error| CliError::usage(error.to_string()))?;
+    let options = match key {
+        Some(key) => ChainSinkOptions::signed(Arc::new(AuditSigner::load(key)?)),
+        None => ChainSinkOptions::unsigned(),
+    }
+    .for_chain(chain.clone());
+    let report = block_on(async {
+        let source = open_source(url).await?;
+        let mut writer = open_writer(url, options).await?;
+        Ok::<_, CliError>(replay_dead_letters(source.as_ref(), &mut writer).await?)
+    })??;
+    let mut text = format!(
+        "replayed into {url} chain {chain}: {} appended, {} already in the chain, {} unreadable (kept), {} dead-lettered again (kept), {} of other chains (kept)\n",
         report.appended,
         report.already_present,
-        report.kept.len(),
+        report.unreadable.len(),
+        report.dead_lettered,
+        report.other_chains,
     );
-    for (id, why) in &report.kept {
-        println!("  dead letter #{id} kept: {why}");
+    for (id, why) in &report.unreadable {
+        text.push_str(&format!("  dead letter #{id} kept: {why}\n"));
     }
+    print_out(&text)?;
     Ok(OK)
-}
-
-fn replay_sqlite(
-    url: &StoreUrl,
-    path: &Path,
-    options: &ChainSinkOptions,
-) -> Result<Replayed, CliError> {
-    if !path.exists() {
-        return Err(CliError::usage(format!(
-            "{} does not exist; check the store URL {url}",
-            path.display()
-        )));
-    }
-    let report = audit_sqlite::replay_dead_letters(path, options, SqliteOptions::default())?;
-    Ok(Replayed {
-        appended: report.appended,
-        already_present: report.already_present,
-        kept: report
-            .unreadable
-            .into_iter()
-            .map(|(id, why)| (id.to_string(), why))
-            .collect(),
-        other_chains: Some(report.other_chains),
-    })
-}
-
-async fn replay_postgres(url: &str, options: &ChainSinkOptions) -> Result<Replayed, CliError> {
-    let mut store = PostgresStore::connect(url, PostgresOptions::default()).await?;
-    let report = store.replay_dead_letters(&options.sealer()).await?;
-    Ok(Replayed {
-        appended: report.appended,
-        already_present: report.already_present,
-        kept: report
-            .invalid
-            .into_iter()
-            .map(|(id, why)| (id.to_string(), why))
-            .collect(),
-        other_chains: None,
-    })
 }

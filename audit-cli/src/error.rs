@@ -19,29 +19,27 @@ impl CliError {
     }
 }
 
-impl From<audit_sqlite::SqliteError> for CliError {
-    fn from(error: audit_sqlite::SqliteError) -> Self {
-        Self::usage(error.to_string())
-    }
+/// Errors that become a usage or I/O error (exit 2) with their message.
+macro_rules! usage_errors {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for CliError {
+            fn from(error: $error) -> Self {
+                Self::usage(error.to_string())
+            }
+        })*
+    };
 }
 
-impl From<audit_postgres::PostgresError> for CliError {
-    fn from(error: audit_postgres::PostgresError) -> Self {
-        Self::usage(error.to_string())
-    }
-}
-
-impl From<audit_s3_jsonl::ArchiveError> for CliError {
-    fn from(error: audit_s3_jsonl::ArchiveError) -> Self {
-        Self::usage(error.to_string())
-    }
-}
-
-impl From<audit_core::KeyError> for CliError {
-    fn from(error: audit_core::KeyError) -> Self {
-        Self::usage(error.to_string())
-    }
-}
+usage_errors!(
+    audit_core::KeyError,
+    audit_core::sink::SinkError,
+    audit_core::store::SourceError,
+    audit_core::store::StoreUrlError,
+    audit_core::export::ExportError,
+    audit_core::replay::ReplayError,
+    deferred_audit::OpenError,
+    audit_sqlite::SqliteError,
+);
 
 /// Exit code 0: every check held.
 pub const OK: ExitCode = ExitCode::SUCCESS;

@@ -29,7 +29,6 @@ use audit_core::chain_writer::ChainSinkOptions;
 use audit_core::journal::{JournalConfig, WhenFull};
 use audit_core::keys::AuditSigner;
 use audit_core::pipeline::{AuditPipeline, AuditQueue, Backpressure, SubmitError};
-use audit_sqlite::SqliteOptions;
 use futures::StreamExt;
 
 use crate::error::{CliError, OK, failed};
@@ -50,7 +49,7 @@ pub enum JournalFull {
 /// Arguments of `load`.
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// Where the chain goes: sqlite://PATH.
+    /// Where the chain goes (any store URL).
     #[arg(long, value_name = "URL")]
     store: StoreUrl,
     /// Events to submit (0: only replay what the journal holds).
@@ -91,9 +90,6 @@ pub struct LoadArgs {
 
 /// Runs `load`.
 pub fn run(args: LoadArgs) -> Result<ExitCode, CliError> {
-    let StoreUrl::Sqlite(path) = &args.store else {
-        return Err(args.store.unsupported("load"));
-    };
     let signer = match &args.key {
         Some(key) => Some(Arc::new(AuditSigner::load(key)?)),
         None => None,
@@ -106,7 +102,7 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CliError> {
         .enable_all()
         .build()
         .map_err(|error| CliError::usage(format!("starting the async runtime: {error}")))?;
-    let outcome = runtime.block_on(load(&args, path, signer, acked.as_ref()))?;
+    let outcome = runtime.block_on(load(&args, signer, acked.as_ref()))?;
     let acked_written = match acked {
         Some(log) => log.finish()?,
         None => outcome.acknowledged,
@@ -120,10 +116,9 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CliError> {
     Ok(if complete { OK } else { failed() })
 }
 
-/// The pipeline for `args`: SQLite sink, optional journal (recovered now).
+/// The pipeline for `args`: the store's sink, optional journal (recovered now).
 fn pipeline(
     args: &LoadArgs,
-    path: &Path,
     signer: Option<Arc<AuditSigner>>,
 ) -> Result<AuditPipeline, CliError> {
     let chain = ChainId::default();
@@ -132,7 +127,10 @@ fn pipeline(
         signer,
         ..ChainSinkOptions::default()
     };
-    let factory = audit_sqlite::sink_factory(path, sink_options, SqliteOptions::default());
+    let factory = crate::sinks::pipeline_factory(crate::sinks::chain_factory(
+        &args.store,
+        sink_options,
+    )?);
     let mut builder = AuditPipeline::builder(factory)
         .max_batch(args.max_batch)
         .max_restarts(args.max_restarts)
@@ -181,11 +179,10 @@ struct ProducerTally {
 
 async fn load(
     args: &LoadArgs,
-    path: &Path,
     signer: Option<Arc<AuditSigner>>,
     acked: Option<&AckLog>,
 ) -> Result<Outcome, CliError> {
-    let pipeline = pipeline(args, path, signer)?;
+    let pipeline = pipeline(args, signer)?;
     let recovered = pipeline.metrics().snapshot().submitted;
     let started = Instant::now();
     let producers = args.producers.max(1);

@@ -17,6 +17,7 @@ mod export;
 mod keygen;
 mod load;
 mod progress;
+mod read;
 mod sinks;
 mod store_url;
 mod verify;
@@ -53,24 +54,34 @@ enum Command {
     Load(load::LoadArgs),
     /// Verify a chain: exit 0 when every check holds, 1 when one fails, 2 on usage or I/O errors.
     Verify {
-        /// The store: sqlite://, postgres://, s3:// or file:// (see below).
+        /// The store: sqlite://, postgres://, s3://, file:// or memory:// (see below).
         url: StoreUrl,
-        /// A public key (SPKI PEM) trusted for signatures; repeat for rotated keys.
+        /// A public key (SPKI PEM) trusted for signatures; repeat for rotated keys. With a key, every record must be signed (see --allow-unsigned).
         #[arg(long, value_name = "PEM")]
         pubkey: Vec<PathBuf>,
-        /// Also check the checkpoints kept in this store: an archive they were published to (s3://, file://), or another database.
+        /// Also check the checkpoints kept in this store: an archive they were published to (s3://, file://), or another database; repeatable. Without one, truncation of the tail is not detectable.
         #[arg(long, value_name = "URL")]
-        checkpoints: Option<StoreUrl>,
-        /// Fail on any unsigned record.
+        checkpoints: Vec<StoreUrl>,
+        /// Fail on any unsigned record, even without --pubkey.
         #[arg(long)]
         require_signed: bool,
+        /// With --pubkey, accept unsigned records anyway (the report says so).
+        #[arg(long, conflicts_with = "require_signed")]
+        allow_unsigned: bool,
         /// Verify from this seq on, trusting the record before it.
         #[arg(long, value_name = "SEQ")]
         from: Option<u64>,
+        /// Only this chain; repeatable (default: every chain of the store).
+        #[arg(long, value_name = "CHAIN")]
+        chain: Vec<String>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Print the record at a seq (stored content; `verify` checks it).
+    Show(read::ShowArgs),
+    /// Print the last records of a chain, and with --follow the new ones as they come.
+    Tail(read::TailArgs),
     /// List or replay dead letters.
     Dlq {
         #[command(subcommand)]
@@ -78,14 +89,17 @@ enum Command {
     },
     /// Export a chain into the JSONL layout (FORMAT.md section 7).
     Export {
-        /// The store to read: sqlite://PATH or postgres://….
+        /// The store to read (any URL).
         url: StoreUrl,
-        /// The archive to write: file:///DIR or s3://BUCKET/PREFIX.
+        /// The store to write, e.g. an archive: file:///DIR or s3://BUCKET/PREFIX. A chain it already holds the start of is continued.
         #[arg(long, value_name = "URL")]
         to: StoreUrl,
-        /// Records per segment object.
+        /// Records per write (one segment object in an archive).
         #[arg(long, default_value_t = 10_000)]
         segment_records: u64,
+        /// Only this chain; repeatable (default: every chain).
+        #[arg(long, value_name = "CHAIN")]
+        chain: Vec<String>,
     },
 }
 
@@ -93,7 +107,7 @@ enum Command {
 enum DlqCommand {
     /// List the dead letters of a store.
     List {
-        /// The store: sqlite://, postgres://, s3:// or file://.
+        /// The store: sqlite://, postgres://, s3://, file:// or memory://.
         url: StoreUrl,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -101,7 +115,7 @@ enum DlqCommand {
     },
     /// Append the dead letters to the chain (idempotently) and remove them.
     Replay {
-        /// The store: sqlite://PATH or postgres://….
+        /// The store: sqlite://, postgres://, s3://, file:// or memory://.
         url: StoreUrl,
         /// The secret key (PKCS#8 PEM) to sign the replayed records with.
         #[arg(long, value_name = "PEM")]
@@ -123,16 +137,22 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             pubkey,
             checkpoints,
             require_signed,
+            allow_unsigned,
             from,
+            chain,
             json,
         } => verify::run(&verify::VerifyArgs {
             url,
             pubkeys: pubkey,
             checkpoints,
             require_signed,
+            allow_unsigned,
             from,
+            chains: chain,
             json,
         }),
+        Command::Show(args) => read::show(&args),
+        Command::Tail(args) => read::tail(&args),
         Command::Dlq {
             command: DlqCommand::List { url, json },
         } => dlq::list(&url, json),
@@ -143,7 +163,8 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             url,
             to,
             segment_records,
-        } => export::run(&url, &to, segment_records),
+            chain,
+        } => export::run(&url, &to, segment_records, &chain),
     }
 }
 

@@ -7,39 +7,16 @@ use std::sync::Arc;
 use audit_core::chain_writer::ChainSinkOptions;
 use audit_core::sink::{AuditSink, SinkError, SinkFactory};
 use audit_core::tee::{MirrorFailures, Tee};
-use audit_postgres::PostgresOptions;
-use audit_s3_jsonl::{ArchiveFactory, ArchiveOptions};
-use audit_sqlite::SqliteOptions;
 
 use crate::error::CliError;
-use crate::store_url::{Access, StoreUrl};
+use crate::store_url::StoreUrl;
 
 /// A shareable factory.
 pub type SharedFactory = Arc<dyn SinkFactory>;
 
 /// The factory of chain sinks writing `options.chain` into `url`.
 pub fn chain_factory(url: &StoreUrl, options: ChainSinkOptions) -> Result<SharedFactory, CliError> {
-    Ok(match url {
-        StoreUrl::Sqlite(path) => Arc::new(audit_sqlite::sink_factory(
-            path,
-            options,
-            SqliteOptions::default(),
-        )),
-        StoreUrl::Postgres(text) => Arc::new(audit_postgres::sink_factory(
-            text.clone(),
-            options,
-            PostgresOptions::default(),
-        )),
-        StoreUrl::S3 { .. } | StoreUrl::File(_) => {
-            let (store, prefix) = url.object_store(Access::Write, "demo")?;
-            Arc::new(ArchiveFactory::new(
-                store,
-                prefix,
-                options,
-                ArchiveOptions::default(),
-            ))
-        }
-    })
+    Ok(deferred_audit::sink_factory(url, options)?)
 }
 
 /// A factory handing the pipeline `factory`'s sinks.

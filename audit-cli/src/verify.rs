@@ -1,16 +1,23 @@
-//! `deferred-audit verify URL`: checks a chain (FORMAT.md section 4) and
+//! `deferred-audit verify URL`: checks a chain (FORMAT.md section 4) with
+//! the core's one verifier, for every backend through one code path, and
 //! reports in text or JSON; exit 0 when every check holds, 1 otherwise.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use audit_core::chain::{ChainId, Checkpoint, FailureKind, VerifyOptions, VerifyReport};
 use audit_core::keys::Keyring;
-use audit_sqlite::SqliteVerifyOptions;
+use audit_core::verification::{SourceVerifyOptions, verify_source};
+use deferred_audit::open_source;
 
 use crate::error::{CliError, OK, block_on, failed};
 use crate::progress;
-use crate::store_url::{Access, StoreUrl};
+use crate::store_url::StoreUrl;
+
+/// Failures listed in full by `--json` and the text report; the rest are counted.
+pub const FAILURES_LISTED: usize = 100;
 
 /// What to verify and how.
 #[derive(Debug, Clone)]
@@ -19,12 +26,16 @@ pub struct VerifyArgs {
     pub url: StoreUrl,
     /// Public key files of the keyring.
     pub pubkeys: Vec<PathBuf>,
-    /// Another store whose checkpoints are checked too.
-    pub checkpoints: Option<StoreUrl>,
-    /// Unsigned records fail.
+    /// Stores whose checkpoints are checked too (published off-box).
+    pub checkpoints: Vec<StoreUrl>,
+    /// Unsigned records fail even without a key.
     pub require_signed: bool,
+    /// With a key, accept unsigned records anyway.
+    pub allow_unsigned: bool,
     /// Start at this seq.
     pub from: Option<u64>,
+    /// Only these chains.
+    pub chains: Vec<String>,
     /// Print JSON.
     pub json: bool,
 }
@@ -41,104 +52,61 @@ pub fn keyring(files: &[PathBuf]) -> Result<Keyring, CliError> {
 /// Runs the command.
 pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
     let keyring = keyring(&args.pubkeys)?;
-    let extra = match &args.checkpoints {
-        Some(url) => load_checkpoints(url)?,
-        None => Vec::new(),
-    };
-    let options = VerifyOptions {
-        require_signed: args.require_signed,
-        ..VerifyOptions::default()
-    };
-    let report = verify_store(&args.url, &keyring, options, args.from, &extra, args.json)?;
-    print_report(&args.url, &report, args.json);
+    let chains = args
+        .chains
+        .iter()
+        .map(|name| ChainId::new(name).map_err(|error| CliError::usage(error.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = block_on(async {
+        let mut outside = Vec::new();
+        for url in &args.checkpoints {
+            outside.extend(load_checkpoints(url).await?);
+        }
+        let options = SourceVerifyOptions {
+            verify: VerifyOptions {
+                require_signed: args.require_signed,
+                ..VerifyOptions::default()
+            },
+            allow_unsigned: args.allow_unsigned,
+            from: args.from,
+            chains,
+            outside_checkpoints: outside,
+            progress: None,
+        };
+        verify_store(&args.url, &keyring, options, args.json).await
+    })??;
+    print_report(&args.url, &report, args.json)?;
     Ok(if report.is_ok() { OK } else { failed() })
 }
 
 /// Verifies the store at `url` (drawing a progress bar on a terminal unless `quiet`).
-pub fn verify_store(
+pub async fn verify_store(
     url: &StoreUrl,
     keyring: &Keyring,
-    options: VerifyOptions,
-    from: Option<u64>,
-    extra: &[Checkpoint],
+    mut options: SourceVerifyOptions,
     quiet: bool,
 ) -> Result<VerifyReport, CliError> {
-    match url {
-        StoreUrl::Sqlite(path) => {
-            let bar = progress::bar(audit_sqlite::count_records(path)?, "verify", quiet);
-            let progress_bar = bar.clone();
-            let options = SqliteVerifyOptions {
-                verify: options,
-                from_seq: from,
-                progress: Some(Box::new(move |done| progress_bar.set_position(done))),
-            };
-            let report = audit_sqlite::verify_sqlite(path, keyring, options, extra);
-            bar.finish_and_clear();
-            Ok(report?)
-        }
-        StoreUrl::File(_) | StoreUrl::S3 { .. } => {
-            refuse_from(from, "file:// and s3://")?;
-            let (store, prefix) = url.object_store(Access::Read, "verify")?;
-            Ok(block_on(audit_s3_jsonl::verify::verify_archive(
-                store.as_ref(),
-                &prefix,
-                None,
-                keyring.clone(),
-                options,
-                extra,
-            ))??)
-        }
-        StoreUrl::Postgres(url) => {
-            refuse_from(from, "postgres://")?;
-            let bar = progress::bar(0, "verify", quiet);
-            let report = block_on(audit_postgres::verify_postgres(
-                url,
-                keyring.clone(),
-                options,
-                extra,
-                |done| bar.set_position(done),
-            ))?;
-            bar.finish_and_clear();
-            Ok(report?)
-        }
-    }
+    let source = open_source(url).await?;
+    let total = source.count_records().await?.unwrap_or(0);
+    let bar = progress::bar(total, "verify", quiet);
+    let progress_bar = bar.clone();
+    options.progress = Some(Arc::new(move |done| progress_bar.set_position(done)));
+    let report = verify_source(source.as_ref(), keyring, options).await;
+    bar.finish_and_clear();
+    Ok(report?)
 }
 
-/// `--from` is served by the SQLite reader alone.
-fn refuse_from(from: Option<u64>, scheme: &str) -> Result<(), CliError> {
-    match from {
-        Some(seq) => Err(CliError::usage(format!(
-            "--from {seq} is not served for {scheme} stores; verify the whole chain or export it to sqlite:// first"
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn load_checkpoints(url: &StoreUrl) -> Result<Vec<Checkpoint>, CliError> {
-    match url {
-        StoreUrl::Sqlite(path) => Ok(audit_sqlite::read_checkpoints(path)?),
-        StoreUrl::Postgres(url) => block_on(postgres_checkpoints(url))?,
-        StoreUrl::File(_) | StoreUrl::S3 { .. } => {
-            let (store, prefix) = url.object_store(Access::Read, "verify --checkpoints")?;
-            block_on(archive_checkpoints(store.as_ref(), &prefix))?
-        }
-    }
-}
-
-/// Every decodable checkpoint of every chain of a PostgreSQL database; an
-/// undecodable one is an error naming it.
-async fn postgres_checkpoints(url: &str) -> Result<Vec<Checkpoint>, CliError> {
-    let reader =
-        audit_postgres::PostgresReader::connect(url, audit_postgres::PostgresOptions::default())
-            .await?;
+/// Every checkpoint of every chain of the store at `url`; one that cannot
+/// be read is an error naming it.
+pub async fn load_checkpoints(url: &StoreUrl) -> Result<Vec<Checkpoint>, CliError> {
+    let source = open_source(url).await?;
     let mut all = Vec::new();
-    for name in reader.chains().await? {
-        let chain = ChainId::new(&name).map_err(|error| CliError::usage(error.to_string()))?;
-        for checkpoint in reader.checkpoints(&chain).await? {
+    for chain in source.inventory().await?.chains {
+        for checkpoint in source.checkpoints(&chain).await? {
             all.push(checkpoint.map_err(|(seq, detail)| {
                 CliError::usage(format!(
-                    "checkpoint at seq {seq} of chain {name} in {}: {detail}",
-                    reader.target()
+                    "{}: the checkpoint at seq {seq} of chain {chain} cannot be read: {detail}",
+                    source.describe()
                 ))
             })?);
         }
@@ -146,62 +114,81 @@ async fn postgres_checkpoints(url: &str) -> Result<Vec<Checkpoint>, CliError> {
     Ok(all)
 }
 
-/// Every checkpoint of every chain under `prefix`.
-async fn archive_checkpoints(
-    store: &dyn object_store::ObjectStore,
-    prefix: &object_store::path::Path,
-) -> Result<Vec<Checkpoint>, CliError> {
-    let mut all = Vec::new();
-    for chain in audit_s3_jsonl::verify::list_chains(store, prefix).await? {
-        all.extend(audit_s3_jsonl::read_checkpoints(store, prefix, &chain).await?);
-    }
-    Ok(all)
-}
-
-/// The report as the JSON object of `--json`.
+/// The report as the JSON object of `--json`, listing at most
+/// [`FAILURES_LISTED`] failures with their total count.
 pub fn report_json(report: &VerifyReport) -> serde_json::Value {
+    let listed = &report.failures[..report.failures.len().min(FAILURES_LISTED)];
     serde_json::json!({
         "ok": report.is_ok(),
         "records": report.records,
         "checkpoints": report.checkpoints,
         "chains": report.chains,
-        "failures": report.failures,
+        "failure_count": report.failures.len(),
+        "failures": listed,
+        "failures_listed": listed.len(),
+        "unchecked": report.unchecked,
     })
 }
 
-fn print_report(url: &StoreUrl, report: &VerifyReport, json: bool) {
-    if json {
-        println!("{}", report_json(report));
-        return;
+/// Writes `text` to stdout; a closed pipe (`| head`) ends the output quietly.
+pub fn print_out(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(error) => Err(CliError::usage(format!("writing to stdout: {error}"))),
     }
+}
+
+fn print_report(url: &StoreUrl, report: &VerifyReport, json: bool) -> Result<(), CliError> {
+    if json {
+        return print_out(&format!("{}\n", report_json(report)));
+    }
+    let mut text = String::new();
     for (name, chain) in &report.chains {
-        println!(
-            "chain {name}: {} records ({} signed), {} checkpoints checked, head seq {} hash {}",
+        text.push_str(&format!(
+            "chain {name}: {} records ({} signed), {} checkpoints checked, head seq {} hash {}\n",
             chain.records, chain.signed, chain.checkpoints, chain.head_seq, chain.head_hash
-        );
+        ));
     }
     match report.first_failure() {
-        None => println!(
-            "OK: {url}: {} records and {} checkpoints verified",
+        None => text.push_str(&format!(
+            "OK: {url}: {} records and {} checkpoints verified\n",
             report.records, report.checkpoints
-        ),
+        )),
         Some(first) => {
-            println!(
-                "FAILED: {url}: first failure at chain {} seq {}: {} ({})",
+            text.push_str(&format!(
+                "FAILED: {url}: first failure at chain {} seq {}: {} ({})\n",
                 first.chain, first.seq, first.kind, first.detail
-            );
-            println!(
-                "{} records checked, {} failure(s)",
+            ));
+            for failure in report.failures.iter().skip(1).take(FAILURES_LISTED - 1) {
+                text.push_str(&format!("  {failure}\n"));
+            }
+            if report.failures.len() > FAILURES_LISTED {
+                text.push_str(&format!(
+                    "  … and {} more\n",
+                    report.failures.len() - FAILURES_LISTED
+                ));
+            }
+            text.push_str(&format!(
+                "{} records checked, {} failure(s)\n",
                 report.records,
                 report.failures.len()
-            );
+            ));
             if report
                 .failures
                 .iter()
-                .any(|failure| failure.kind == FailureKind::UnknownKeyId)
+                .any(|failure| matches!(failure.kind, FailureKind::UnknownKeyId | FailureKind::NoKeyGiven))
             {
-                println!("hint: pass the signer's public key with --pubkey PEM");
+                text.push_str("hint: pass the signer's public key with --pubkey PEM\n");
             }
         }
     }
+    for note in &report.unchecked {
+        text.push_str(&format!("not checked: {note}\n"));
+    }
+    print_out(&text)
 }
