@@ -33,6 +33,10 @@ mod checkpoint;
 mod record;
 mod seal;
 mod signatures;
+pub mod note;
+pub mod proof;
+pub mod tree;
+pub mod tree_checkpoint;
 mod verify;
 
 pub use checkpoint::{Checkpoint, checkpoint_hash};
