@@ -76,7 +76,14 @@ fn go_sumdb_note_and_tlog_accept_our_checkpoint_stored_hashes_and_proofs() {
     note.cosign("witness.example/go", &witness_key, 1_764_480_000)
         .unwrap();
 
-    write(&out, "log.vkey", checkpoint.log_vkey(&log_key.verifying_key()).unwrap().to_string());
+    write(
+        &out,
+        "log.vkey",
+        checkpoint
+            .log_vkey(&log_key.verifying_key())
+            .unwrap()
+            .to_string(),
+    );
     write(
         &out,
         "witness.vkey",
@@ -94,14 +101,22 @@ fn go_sumdb_note_and_tlog_accept_our_checkpoint_stored_hashes_and_proofs() {
     for index in [0u64, 1, 63, 64, 100, 135, 136] {
         let proof = prove_inclusion(size, index, stored.as_slice()).unwrap();
         let file = InclusionProof::new(index, proof, note.clone());
-        write(&out, &format!("record-{index}.tlog-proof"), file.to_string());
+        write(
+            &out,
+            &format!("record-{index}.tlog-proof"),
+            file.to_string(),
+        );
         expected_files += 1;
     }
     for old in [1u64, 2, 7, 64, 100, 136, 137] {
         let proof = prove_consistency(old, size, stored.as_slice()).unwrap();
         let file = ConsistencyProof::new(old, proof, note.clone());
         write(&out, &format!("from-{old}.consistency"), file.to_string());
-        write(&out, &format!("from-{old}.old-root"), b64(&tree_hash(old, stored.as_slice()).unwrap()));
+        write(
+            &out,
+            &format!("from-{old}.old-root"),
+            b64(&tree_hash(old, stored.as_slice()).unwrap()),
+        );
         expected_files += 1;
     }
     // Negative controls: Go must reject these, or the check proves nothing.
@@ -116,14 +131,28 @@ fn go_sumdb_note_and_tlog_accept_our_checkpoint_stored_hashes_and_proofs() {
         InclusionProof::new(100, altered, note.clone()).to_string(),
     );
     let proof = prove_consistency(64, size, stored.as_slice()).unwrap();
-    write(&out, "bad-wrong-old-root.consistency", ConsistencyProof::new(64, proof, note.clone()).to_string());
-    write(&out, "bad-wrong-old-root.old-root", b64(&tree_hash(63, stored.as_slice()).unwrap()));
+    write(
+        &out,
+        "bad-wrong-old-root.consistency",
+        ConsistencyProof::new(64, proof, note.clone()).to_string(),
+    );
+    write(
+        &out,
+        "bad-wrong-old-root.old-root",
+        b64(&tree_hash(63, stored.as_slice()).unwrap()),
+    );
     let resized = note.to_string().replacen("\n137\n", "\n138\n", 1);
     write(
         &out,
         "bad-resized-note.tlog-proof",
-        format!("c2sp.org/tlog-proof@v1\nindex 0\n{}\n{resized}",
-            prove_inclusion(size, 0, stored.as_slice()).unwrap().iter().map(|h| b64(h) + "\n").collect::<String>()),
+        format!(
+            "c2sp.org/tlog-proof@v1\nindex 0\n{}\n{resized}",
+            prove_inclusion(size, 0, stored.as_slice())
+                .unwrap()
+                .iter()
+                .map(|h| b64(h) + "\n")
+                .collect::<String>()
+        ),
     );
     expected_files += 4;
 

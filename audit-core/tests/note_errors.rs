@@ -59,7 +59,10 @@ fn flipped_signature_byte_is_an_invalid_signature() {
     signature.payload[10] ^= 0x01;
     let mut tampered = Note::new(note.body()).unwrap();
     tampered.push_signature(signature).unwrap();
-    assert!(invalid_log_signature(TreeCheckpoint::verify(&tampered, &log_vkey())));
+    assert!(invalid_log_signature(TreeCheckpoint::verify(
+        &tampered,
+        &log_vkey()
+    )));
 }
 
 #[test]
@@ -106,10 +109,17 @@ fn wrong_key_hash_leaves_no_log_signature() {
 #[test]
 fn unknown_signature_lines_are_ignored_and_a_note_of_only_unknown_keys_is_refused() {
     let mut note = checkpoint().sign(&log_key()).unwrap();
-    note.sign("other.example/log", &SigningKey::from_bytes(&[3; 32])).unwrap();
+    note.sign("other.example/log", &SigningKey::from_bytes(&[3; 32]))
+        .unwrap();
     let parsed = Note::parse(note.to_string().as_bytes()).unwrap();
-    assert_eq!(TreeCheckpoint::verify(&parsed, &log_vkey()).unwrap(), checkpoint());
-    assert_eq!(parsed.verify(&[witness_vkey()]), Err(NoteError::NoKnownSignature));
+    assert_eq!(
+        TreeCheckpoint::verify(&parsed, &log_vkey()).unwrap(),
+        checkpoint()
+    );
+    assert_eq!(
+        parsed.verify(&[witness_vkey()]),
+        Err(NoteError::NoKnownSignature)
+    );
 }
 
 #[test]
@@ -127,7 +137,10 @@ fn malformed_signature_lines_are_refused() {
     for line in cases {
         let text = format!("{body}\n{line}\n");
         assert!(
-            matches!(Note::parse(text.as_bytes()), Err(NoteError::MalformedSignature { line: 1, .. })),
+            matches!(
+                Note::parse(text.as_bytes()),
+                Err(NoteError::MalformedSignature { line: 1, .. })
+            ),
             "{line:?}"
         );
     }
@@ -137,7 +150,10 @@ fn malformed_signature_lines_are_refused() {
 fn control_characters_invalid_utf8_and_oversized_notes_are_refused() {
     assert!(matches!(
         Note::parse(b"a\tb\n\n\xe2\x80\x94 n AAAAAA==\n"),
-        Err(NoteError::ControlCharacter { byte: b'\t', offset: 1 })
+        Err(NoteError::ControlCharacter {
+            byte: b'\t',
+            offset: 1
+        })
     ));
     assert_eq!(Note::parse(b"\xff\n\n"), Err(NoteError::NotUtf8));
     let big = vec![b'a'; audit_core::chain::note::MAX_NOTE_BYTES + 1];
@@ -155,13 +171,27 @@ fn duplicate_and_too_many_signature_lines_are_refused() {
     ));
     let mut note = Note::new("body\n").unwrap();
     for n in 0..MAX_SIGNATURES as u32 {
-        note.push_signature(NoteSignature { name: "k".into(), key_hash: n, payload: vec![0; 64] })
-            .unwrap();
+        note.push_signature(NoteSignature {
+            name: "k".into(),
+            key_hash: n,
+            payload: vec![0; 64],
+        })
+        .unwrap();
     }
-    let extra = NoteSignature { name: "k".into(), key_hash: 1000, payload: vec![0; 64] };
-    assert_eq!(note.push_signature(extra.clone()), Err(NoteError::TooManySignatures));
+    let extra = NoteSignature {
+        name: "k".into(),
+        key_hash: 1000,
+        payload: vec![0; 64],
+    };
+    assert_eq!(
+        note.push_signature(extra.clone()),
+        Err(NoteError::TooManySignatures)
+    );
     let text = format!("{note}{extra}\n");
-    assert_eq!(Note::parse(text.as_bytes()), Err(NoteError::TooManySignatures));
+    assert_eq!(
+        Note::parse(text.as_bytes()),
+        Err(NoteError::TooManySignatures)
+    );
 }
 
 #[test]
@@ -189,7 +219,10 @@ fn malformed_vkeys_are_refused() {
     let good = log_vkey().to_string();
     let (name, rest) = good.split_once('+').unwrap();
     let (hash, key) = rest.split_once('+').unwrap();
-    let wrong_hash = format!("{name}+{:08x}+{key}", u32::from_str_radix(hash, 16).unwrap() ^ 1);
+    let wrong_hash = format!(
+        "{name}+{:08x}+{key}",
+        u32::from_str_radix(hash, 16).unwrap() ^ 1
+    );
     let cases = [
         wrong_hash,
         format!("{name}+{hash}"),
@@ -210,13 +243,26 @@ fn malformed_vkeys_are_refused() {
 #[test]
 fn malformed_checkpoint_bodies_are_refused() {
     let root = checkpoint().body().lines().nth(2).unwrap().to_owned();
-    let cases: [(String, fn(&TreeCheckpointError) -> bool); 6] = [
-        (format!("{ORIGIN}\n05\n{root}\n"), |e| matches!(e, TreeCheckpointError::InvalidSize { .. })),
-        (format!("{ORIGIN}\n+5\n{root}\n"), |e| matches!(e, TreeCheckpointError::InvalidSize { .. })),
-        (format!("{ORIGIN}\n18446744073709551616\n{root}\n"), |e| matches!(e, TreeCheckpointError::InvalidSize { .. })),
-        (format!("{ORIGIN}\n5\nAAAA\n"), |e| matches!(e, TreeCheckpointError::InvalidRoot { .. })),
-        (format!("{ORIGIN}\n5\n{root}\nextension\n"), |e| matches!(e, TreeCheckpointError::WrongLineCount { lines: 4 })),
-        (format!("{ORIGIN}\n5\n{root}"), |e| matches!(e, TreeCheckpointError::WrongLineCount { .. })),
+    type Expect = fn(&TreeCheckpointError) -> bool;
+    let cases: [(String, Expect); 6] = [
+        (format!("{ORIGIN}\n05\n{root}\n"), |e| {
+            matches!(e, TreeCheckpointError::InvalidSize { .. })
+        }),
+        (format!("{ORIGIN}\n+5\n{root}\n"), |e| {
+            matches!(e, TreeCheckpointError::InvalidSize { .. })
+        }),
+        (format!("{ORIGIN}\n18446744073709551616\n{root}\n"), |e| {
+            matches!(e, TreeCheckpointError::InvalidSize { .. })
+        }),
+        (format!("{ORIGIN}\n5\nAAAA\n"), |e| {
+            matches!(e, TreeCheckpointError::InvalidRoot { .. })
+        }),
+        (format!("{ORIGIN}\n5\n{root}\nextension\n"), |e| {
+            matches!(e, TreeCheckpointError::WrongLineCount { lines: 4 })
+        }),
+        (format!("{ORIGIN}\n5\n{root}"), |e| {
+            matches!(e, TreeCheckpointError::WrongLineCount { .. })
+        }),
     ];
     for (body, expected) in cases {
         let error = TreeCheckpoint::parse_body(&body).unwrap_err();
@@ -262,25 +308,38 @@ fn proof_fixture() -> (Vec<Digest>, Vec<Digest>, Note) {
 fn witness_quorum_counts_distinct_valid_cosignatures() {
     let (stored, leaves, note) = proof_fixture();
     let file = InclusionProof::new(1, prove_inclusion(5, 1, stored.as_slice()).unwrap(), note);
-    let second = Vkey::cosignature("witness.example/w2", &SigningKey::from_bytes(&[4; 32]).verifying_key()).unwrap();
+    let second = Vkey::cosignature(
+        "witness.example/w2",
+        &SigningKey::from_bytes(&[4; 32]).verifying_key(),
+    )
+    .unwrap();
     let one = TrustPolicy::new(log_vkey()).with_witnesses(vec![witness_vkey(), second.clone()], 1);
     assert_eq!(file.verify(&leaves[1], &one).unwrap().cosignatures.len(), 1);
-    let two = TrustPolicy::new(log_vkey()).with_witnesses(vec![witness_vkey(), witness_vkey(), second], 2);
+    let two = TrustPolicy::new(log_vkey())
+        .with_witnesses(vec![witness_vkey(), witness_vkey(), second], 2);
     assert_eq!(
         file.verify(&leaves[1], &two),
-        Err(ProofFileError::Quorum { valid: 1, required: 2 })
+        Err(ProofFileError::Quorum {
+            valid: 1,
+            required: 2
+        })
     );
     // A witness's key given as a log-type (0x01) vkey never counts.
     let wrong_type = Vkey::ed25519(WITNESS, &witness_key().verifying_key()).unwrap();
     let policy = TrustPolicy::new(log_vkey()).with_witnesses(vec![wrong_type], 1);
-    assert!(matches!(file.verify(&leaves[1], &policy), Err(ProofFileError::Quorum { valid: 0, .. })));
+    assert!(matches!(
+        file.verify(&leaves[1], &policy),
+        Err(ProofFileError::Quorum { valid: 0, .. })
+    ));
 }
 
 #[test]
 fn tampered_cosignature_of_a_configured_witness_rejects_the_note() {
     let (_, _, note) = proof_fixture();
     let mut tampered = Note::new(note.body()).unwrap();
-    tampered.push_signature(note.signatures()[0].clone()).unwrap();
+    tampered
+        .push_signature(note.signatures()[0].clone())
+        .unwrap();
     let mut cosignature = note.signatures()[1].clone();
     cosignature.payload[7] ^= 1; // the time
     tampered.push_signature(cosignature).unwrap();
@@ -302,23 +361,38 @@ fn inclusion_proof_file_for_the_wrong_leaf_or_index_is_refused() {
     ));
     let text = file.to_string().replacen("index 1\n", "index 2\n", 1);
     let moved = InclusionProof::parse(text.as_bytes()).unwrap();
-    assert!(matches!(moved.verify(&leaves[1], &policy), Err(ProofFileError::Proof(_))));
+    assert!(matches!(
+        moved.verify(&leaves[1], &policy),
+        Err(ProofFileError::Proof(_))
+    ));
     let text = file.to_string().replacen("index 1\n", "index 5\n", 1);
     assert!(matches!(
-        InclusionProof::parse(text.as_bytes()).unwrap().verify(&leaves[1], &policy),
-        Err(ProofFileError::Proof(ProofError::IndexBeyondSize { index: 5, size: 5 }))
+        InclusionProof::parse(text.as_bytes())
+            .unwrap()
+            .verify(&leaves[1], &policy),
+        Err(ProofFileError::Proof(ProofError::IndexBeyondSize {
+            index: 5,
+            size: 5
+        }))
     ));
 }
 
 #[test]
 fn malformed_proof_files_are_refused_with_their_line() {
     let (stored, _, note) = proof_fixture();
-    let mut file = InclusionProof::new(1, prove_inclusion(5, 1, stored.as_slice()).unwrap(), note.clone());
+    let mut file = InclusionProof::new(
+        1,
+        prove_inclusion(5, 1, stored.as_slice()).unwrap(),
+        note.clone(),
+    );
     file.extra = Some(b"opaque".to_vec());
     let text = file.to_string();
     assert_eq!(InclusionProof::parse(text.as_bytes()).unwrap(), file);
     let cases = [
-        (text.replacen("c2sp.org/tlog-proof@v1", "c2sp.org/tlog-proof@v2", 1), 1),
+        (
+            text.replacen("c2sp.org/tlog-proof@v1", "c2sp.org/tlog-proof@v2", 1),
+            1,
+        ),
         (text.replacen("extra b3BhcXVl", "extra b3BhcXVl=", 1), 2),
         (text.replacen("index 1", "index 01", 1), 3),
         (text.replacen("index 1", "idx 1", 1), 3),
@@ -336,7 +410,10 @@ fn malformed_proof_files_are_refused_with_their_line() {
         ConsistencyProof::parse(consistency.as_bytes()),
         Err(ProofFileError::Malformed { line: 2, .. })
     ));
-    let too_many = format!("old 3\n{}\n{note}", format!("{}\n", "A".repeat(43) + "=").repeat(65));
+    let too_many = format!(
+        "old 3\n{}\n{note}",
+        format!("{}\n", "A".repeat(43) + "=").repeat(65)
+    );
     assert_eq!(
         ConsistencyProof::parse(too_many.as_bytes()),
         Err(ProofFileError::TooManyHashes)

@@ -191,7 +191,10 @@ proptest! {
 fn consistency_from_size_zero_needs_the_empty_root_and_no_hashes() {
     let (stored, _) = tree(5);
     let root = tree_hash(5, stored.as_slice()).unwrap();
-    assert_eq!(prove_consistency(0, 5, stored.as_slice()).unwrap(), Vec::<Digest>::new());
+    assert_eq!(
+        prove_consistency(0, 5, stored.as_slice()).unwrap(),
+        Vec::<Digest>::new()
+    );
     assert_eq!(check_consistency(0, &EMPTY_ROOT, 5, &root, &[]), Ok(()));
     assert!(matches!(
         check_consistency(0, &root, 5, &root, &[]),
@@ -199,7 +202,10 @@ fn consistency_from_size_zero_needs_the_empty_root_and_no_hashes() {
     ));
     assert!(matches!(
         check_consistency(0, &EMPTY_ROOT, 5, &root, &[root]),
-        Err(ProofError::WrongLength { expected: 0, got: 1 })
+        Err(ProofError::WrongLength {
+            expected: 0,
+            got: 1
+        })
     ));
 }
 
@@ -237,7 +243,10 @@ impl HashReader for ShortReader {
 
 #[test]
 fn reader_failures_and_bad_arguments_are_typed_errors() {
-    assert!(matches!(tree_hash(3, &FailingReader), Err(TreeError::Read(Down))));
+    assert!(matches!(
+        tree_hash(3, &FailingReader),
+        Err(TreeError::Read(Down))
+    ));
     assert!(matches!(
         tree_hash(3, &ShortReader),
         Err(TreeError::ReaderCount { asked: 2, got: 0 })
@@ -253,7 +262,9 @@ fn reader_failures_and_bad_arguments_are_typed_errors() {
     ));
     assert!(matches!(
         tree_hash(9, stored.as_slice()),
-        Err(TreeError::Read(audit_core::chain::tree::HashIndexOutOfRange { .. }))
+        Err(TreeError::Read(
+            audit_core::chain::tree::HashIndexOutOfRange { .. }
+        ))
     ));
     assert!(matches!(
         tree_hash(u64::MAX, stored.as_slice()),
@@ -276,7 +287,10 @@ fn frontier_rebuilds_from_its_parts_and_refuses_the_wrong_count() {
     leaves.iter().for_each(|leaf| frontier.push(*leaf));
     let rebuilt = TreeFrontier::from_parts(11, frontier.hashes().to_vec()).unwrap();
     assert_eq!(rebuilt, frontier);
-    assert_eq!(TreeFrontier::from_reader(11, stored.as_slice()).unwrap(), frontier);
+    assert_eq!(
+        TreeFrontier::from_reader(11, stored.as_slice()).unwrap(),
+        frontier
+    );
     let error = TreeFrontier::from_parts(12, frontier.hashes().to_vec()).unwrap_err();
     assert_eq!((error.expected, error.got), (2, 3));
 }

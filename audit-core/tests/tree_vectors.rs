@@ -38,7 +38,9 @@ fn leaves() -> Vec<Vec<u8>> {
     )
     .unwrap();
     let mut statement = connection
-        .prepare("SELECT seq, event_json FROM audit_records WHERE chain_id = 'default' ORDER BY seq")
+        .prepare(
+            "SELECT seq, event_json FROM audit_records WHERE chain_id = 'default' ORDER BY seq",
+        )
         .unwrap();
     let rows: Vec<(i64, String)> = statement
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -90,14 +92,21 @@ fn roots_at_every_vector_size_match_tree_json() {
     assert!(roots.len() >= 10);
     for (size, root) in roots {
         let size: u64 = size.parse().unwrap();
-        assert_eq!(tree_hash(size, stored.as_slice()).unwrap(), hash(root), "root at {size}");
+        assert_eq!(
+            tree_hash(size, stored.as_slice()).unwrap(),
+            hash(root),
+            "root at {size}"
+        );
         let mut frontier = TreeFrontier::new();
         leaves[..size as usize]
             .iter()
             .for_each(|leaf| frontier.push(leaf_hash(leaf)));
         assert_eq!(frontier.root(), hash(root), "frontier root at {size}");
         let rebuilt = TreeFrontier::from_reader(size, stored.as_slice()).unwrap();
-        assert_eq!(rebuilt, frontier, "frontier rebuilt from stored hashes at {size}");
+        assert_eq!(
+            rebuilt, frontier,
+            "frontier rebuilt from stored hashes at {size}"
+        );
     }
 }
 
@@ -109,12 +118,26 @@ fn inclusion_proofs_match_tree_json_and_verify() {
     let cases = vector["inclusion"].as_array().unwrap();
     assert!(!cases.is_empty());
     for case in cases {
-        let (size, index) = (case["size"].as_u64().unwrap(), case["index"].as_u64().unwrap());
+        let (size, index) = (
+            case["size"].as_u64().unwrap(),
+            case["index"].as_u64().unwrap(),
+        );
         assert_eq!(case["seq"].as_u64().unwrap(), index + 1);
         let proof = prove_inclusion(size, index, stored.as_slice()).unwrap();
-        assert_eq!(proof, hashes(&case["proof"]), "inclusion of {index} in {size}");
+        assert_eq!(
+            proof,
+            hashes(&case["proof"]),
+            "inclusion of {index} in {size}"
+        );
         let root = tree_hash(size, stored.as_slice()).unwrap();
-        check_inclusion(index, &leaf_hash(&leaves[index as usize]), size, &root, &proof).unwrap();
+        check_inclusion(
+            index,
+            &leaf_hash(&leaves[index as usize]),
+            size,
+            &root,
+            &proof,
+        )
+        .unwrap();
     }
 }
 
@@ -125,7 +148,10 @@ fn consistency_proofs_match_tree_json_and_verify() {
     let cases = vector["consistency"].as_array().unwrap();
     assert!(!cases.is_empty());
     for case in cases {
-        let (new, old) = (case["size"].as_u64().unwrap(), case["old"].as_u64().unwrap());
+        let (new, old) = (
+            case["size"].as_u64().unwrap(),
+            case["old"].as_u64().unwrap(),
+        );
         let proof = prove_consistency(old, new, stored.as_slice()).unwrap();
         assert_eq!(proof, hashes(&case["proof"]), "consistency {old} -> {new}");
         let old_root = tree_hash(old, stored.as_slice()).unwrap();
@@ -146,8 +172,11 @@ fn origin_and_vkeys_match_tree_json() {
 
     let witness = &vector["witness"];
     let witness_key = public("witness-public.pem");
-    let witness_vkey =
-        Vkey::cosignature(witness["name"].as_str().unwrap(), witness_key.verifying_key()).unwrap();
+    let witness_vkey = Vkey::cosignature(
+        witness["name"].as_str().unwrap(),
+        witness_key.verifying_key(),
+    )
+    .unwrap();
     assert_eq!(witness_vkey.to_string(), witness["vkey"].as_str().unwrap());
     let parsed = Vkey::parse(witness["vkey"].as_str().unwrap()).unwrap();
     assert_eq!(parsed.key_type(), KeyType::Cosignature);
@@ -159,7 +188,8 @@ fn checkpoint_signed_with_secret_pem_is_the_vector_note_byte_for_byte() {
     let vector = tree_json();
     let stored = stored();
     let origin = vector["origin"].as_str().unwrap();
-    let checkpoint = TreeCheckpoint::new(origin, 300, tree_hash(300, stored.as_slice()).unwrap()).unwrap();
+    let checkpoint =
+        TreeCheckpoint::new(origin, 300, tree_hash(300, stored.as_slice()).unwrap()).unwrap();
     let note = checkpoint.sign(&secret("secret.pem")).unwrap();
     let expected = read_note(vector["checkpoint_note"].as_str().unwrap());
     assert_eq!(note.to_string().as_bytes(), expected.as_slice());
@@ -190,8 +220,12 @@ fn cosigned_note_verifies_with_witness_public_pem_and_is_reproduced_at_its_time(
     assert_eq!(verified[1].time, Some(time));
 
     let mut note = Note::parse(&read_note("tree-checkpoint-300.note")).unwrap();
-    note.cosign(witness["name"].as_str().unwrap(), &secret("witness-secret.pem"), time)
-        .unwrap();
+    note.cosign(
+        witness["name"].as_str().unwrap(),
+        &secret("witness-secret.pem"),
+        time,
+    )
+    .unwrap();
     assert_eq!(note.to_string().as_bytes(), expected.as_slice());
 
     let policy = TrustPolicy::new(log).with_witnesses(vec![witness_vkey], 1);
@@ -208,20 +242,35 @@ fn proof_files_around_the_cosigned_vector_note_verify_under_a_one_witness_policy
     let note = Note::parse(&read_note("tree-checkpoint-300.cosigned.note")).unwrap();
     let witness = &vector["witness"];
     let policy = TrustPolicy::new(Vkey::parse(vector["vkey"].as_str().unwrap()).unwrap())
-        .with_witnesses(vec![Vkey::parse(witness["vkey"].as_str().unwrap()).unwrap()], 1);
+        .with_witnesses(
+            vec![Vkey::parse(witness["vkey"].as_str().unwrap()).unwrap()],
+            1,
+        );
 
     for index in [0u64, 149, 299] {
-        let file = InclusionProof::new(index, prove_inclusion(300, index, stored.as_slice()).unwrap(), note.clone());
+        let file = InclusionProof::new(
+            index,
+            prove_inclusion(300, index, stored.as_slice()).unwrap(),
+            note.clone(),
+        );
         let parsed = InclusionProof::parse(file.to_string().as_bytes()).unwrap();
         assert_eq!(parsed, file);
-        let verified = parsed.verify_event(&leaves[index as usize], &policy).unwrap();
+        let verified = parsed
+            .verify_event(&leaves[index as usize], &policy)
+            .unwrap();
         assert_eq!(verified.checkpoint.size(), 300);
     }
     for old in [0u64, 1, 150, 256, 299, 300] {
-        let file = ConsistencyProof::new(old, prove_consistency(old, 300, stored.as_slice()).unwrap(), note.clone());
+        let file = ConsistencyProof::new(
+            old,
+            prove_consistency(old, 300, stored.as_slice()).unwrap(),
+            note.clone(),
+        );
         let parsed = ConsistencyProof::parse(file.to_string().as_bytes()).unwrap();
         assert_eq!(parsed, file);
-        parsed.verify(&tree_hash(old, stored.as_slice()).unwrap(), &policy).unwrap();
+        parsed
+            .verify(&tree_hash(old, stored.as_slice()).unwrap(), &policy)
+            .unwrap();
     }
 }
 

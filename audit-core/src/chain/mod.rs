@@ -30,11 +30,11 @@
 //! ```
 
 mod checkpoint;
+pub mod note;
+pub mod proof;
 mod record;
 mod seal;
 mod signatures;
-pub mod note;
-pub mod proof;
 pub mod tree;
 pub mod tree_checkpoint;
 mod verify;

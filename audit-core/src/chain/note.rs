@@ -241,14 +241,12 @@ impl Vkey {
         if hash_hex.len() != 8 || !hash_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid("key hash must be 8 hexadecimal digits"));
         }
-        let claimed =
-            u32::from_str_radix(hash_hex, 16).map_err(|_| invalid("key hash is not hexadecimal"))?;
+        let claimed = u32::from_str_radix(hash_hex, 16)
+            .map_err(|_| invalid("key hash is not hexadecimal"))?;
         let raw = BASE64
             .decode(key64)
             .map_err(|_| invalid("key is not padded standard base64"))?;
-        let (type_byte, key_bytes) = raw
-            .split_first()
-            .ok_or_else(|| invalid("key is empty"))?;
+        let (type_byte, key_bytes) = raw.split_first().ok_or_else(|| invalid("key is empty"))?;
         let key_type = match *type_byte {
             ED25519_TYPE => KeyType::Ed25519,
             COSIGNATURE_TYPE => KeyType::Cosignature,
@@ -369,7 +367,9 @@ impl NoteSignature {
             .decode(sig64)
             .map_err(|_| malformed("signature is not padded standard base64"))?;
         if raw.len() < 5 {
-            return Err(malformed("signature is shorter than a key hash and one byte"));
+            return Err(malformed(
+                "signature is shorter than a key hash and one byte",
+            ));
         }
         let (hash, payload) = raw.split_at(4);
         Ok(Self {

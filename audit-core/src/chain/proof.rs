@@ -90,7 +90,9 @@ pub enum ProofFileError {
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] TreeCheckpointError),
     /// Fewer valid cosignatures of configured witnesses than the policy asks.
-    #[error("checkpoint has {valid} valid cosignatures of configured witnesses, the policy requires {required}")]
+    #[error(
+        "checkpoint has {valid} valid cosignatures of configured witnesses, the policy requires {required}"
+    )]
     Quorum {
         /// Distinct configured witnesses with a valid cosignature.
         valid: usize,

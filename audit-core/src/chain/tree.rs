@@ -799,7 +799,10 @@ mod tests {
                     continue;
                 }
                 // only hashes that are ever stored: subtree complete
-                assert_eq!(split_stored_hash_index(stored_hash_index(level, n)), (level, n));
+                assert_eq!(
+                    split_stored_hash_index(stored_hash_index(level, n)),
+                    (level, n)
+                );
             }
         }
     }
