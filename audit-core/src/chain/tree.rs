@@ -21,10 +21,13 @@
 //!
 //! On average a record adds two stored hashes (64 bytes): one at level 0 and,
 //! summed over all levels, one above. A backend short of space may keep only
-//! the level ≥ 1 hashes (32 bytes a record) and answer a level-0 index `i`
-//! ([`split_stored_hash_index`] gives `(0, n)`) with [`leaf_hash`] of record
-//! `n`'s stored `E`: a tree hash or a proof then needs at most two such leaf
-//! reads.
+//! the level ≥ 1 hashes (32 bytes a record on average) and answer a level-0
+//! index ([`split_stored_hash_index`] gives `(0, n)`) with [`leaf_hash`] of
+//! record `n`'s stored `E`: a tree hash, a proof or the stored hashes of a
+//! new record then need at most two such leaf reads. Every stored hash
+//! belongs to one record ([`stored_hash_record`]), so a backend can keep
+//! record `n`'s hashes (levels 1 to `trailing_ones(n)`) in the record's own
+//! row, written in the same statement as the record.
 //!
 //! # Verifying while streaming
 //!
@@ -232,17 +235,33 @@ pub enum ProofError {
 pub fn stored_hash_index(level: u32, n: u64) -> u64 {
     // Level L's n'th hash is written right after level L+1's 2n+1'th hash:
     // walk down to the level-0 ordering, then add back the level count.
+    // (Saturating: beyond the defined range the result is meaningless but
+    // never a panic.)
     let mut n = n;
     for _ in 0..level {
-        n = 2 * n + 1;
+        n = n.saturating_mul(2).saturating_add(1);
     }
     // Level 0's n'th hash is written at n + n/2 + n/4 + …
     let mut index = 0u64;
     while n > 0 {
-        index += n;
+        index = index.saturating_add(n);
         n >>= 1;
     }
-    index + u64::from(level)
+    index.saturating_add(u64::from(level))
+}
+
+/// The record (0-based leaf index) whose append stores the hash of the
+/// perfect subtree of height `level` number `n`: the subtree's last leaf,
+/// `(n + 1)·2^level - 1`. That record stores it as its hash number `level`
+/// (level 0 being its own leaf hash), so a backend may keep each record's
+/// stored hashes in the record's own row, and leave out the level-0 one,
+/// which [`leaf_hash`] recomputes from `E`.
+pub fn stored_hash_record(level: u32, n: u64) -> u64 {
+    let subtrees = n.saturating_add(1);
+    match u64::MAX.checked_shr(level) {
+        Some(max) if subtrees <= max => (subtrees << level) - 1,
+        _ => u64::MAX,
+    }
 }
 
 /// The inverse of [`stored_hash_index`]: `(level, n)` of a stored hash index.
@@ -805,6 +824,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_stored_hash_belongs_to_the_last_leaf_of_its_subtree() {
+        for n in 0..500u64 {
+            for level in 0..=n.trailing_ones() {
+                let k = n >> level;
+                assert_eq!(stored_hash_record(level, k), n);
+                assert_eq!(
+                    stored_hash_index(level, k),
+                    stored_hash_index(0, n) + u64::from(level)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stored_hash_index_saturates_instead_of_overflowing() {
+        assert_eq!(stored_hash_index(63, u64::MAX), u64::MAX);
+        assert_eq!(stored_hash_record(63, u64::MAX), u64::MAX);
     }
 
     #[test]
