@@ -1,5 +1,7 @@
-//! The chain format (FORMAT.md sections 2 to 4): records, sealing,
-//! checkpoints and verification.
+//! The chain format (FORMAT.md sections 2 to 4 and 8): records, the batch
+//! plan, sealing, checkpoints and verification; the transparency-log view
+//! of a chain: the RFC 6962 tree ([`tree`]), C2SP signed notes ([`note`]),
+//! tree checkpoints ([`tree_checkpoint`]) and proofs ([`proof`]).
 //!
 //! Hashing, sealing and signing of records and checkpoints happen here and
 //! nowhere else; every sink calls [`Sealer`] and every verifier runs
@@ -30,10 +32,14 @@
 //! ```
 
 mod checkpoint;
+pub mod note;
 mod plan;
+pub mod proof;
 mod record;
 mod seal;
 mod signatures;
+pub mod tree;
+pub mod tree_checkpoint;
 mod verify;
 
 pub use checkpoint::{Checkpoint, checkpoint_hash};
