@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::ChainId;
 use crate::digest::Digest;
-use crate::keys::{AuditSigner, Keyring};
 use crate::event::{AuditEvent, EventLimits, now_utc};
+use crate::keys::{AuditSigner, Keyring};
 use crate::sink::{AppendOutcome, AuditSink, SinkError};
 
 /// Letters handed to the sink per `append_batch` call during a replay.
@@ -193,7 +193,9 @@ pub enum DeadLetterAuthError {
         event_id: String,
     },
     /// Signed by a key the keyring does not hold.
-    #[error("dead letter of event {event_id} is signed by key {key_id}, which is not in the keyring")]
+    #[error(
+        "dead letter of event {event_id} is signed by key {key_id}, which is not in the keyring"
+    )]
     UnknownKey {
         /// The event id.
         event_id: String,
@@ -207,7 +209,9 @@ pub enum DeadLetterAuthError {
         event_id: String,
     },
     /// The signature does not verify: the letter was changed or forged.
-    #[error("dead letter of event {event_id}: the signature by key {key_id} does not verify (changed or forged)")]
+    #[error(
+        "dead letter of event {event_id}: the signature by key {key_id} does not verify (changed or forged)"
+    )]
     BadSignature {
         /// The event id.
         event_id: String,
@@ -383,7 +387,8 @@ impl FallbackFile {
         let mut text = Vec::with_capacity(lines.len() + 1);
         if before > 0 {
             let mut last = [0u8; 1];
-            file.read_exact_at(&mut last, before - 1).map_err(io_error)?;
+            file.read_exact_at(&mut last, before - 1)
+                .map_err(io_error)?;
             if last[0] != b'\n' {
                 tracing::warn!(path = %self.path.display(), offset = before, "the fallback dead-letter file ends in a torn line; terminating it so that new letters stay whole lines");
                 text.push(b'\n');

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{self, DecodePrivateKey, DecodePublicKey, EncodePublicKey};
-use pkcs8::spki::der::pem::PemLabel;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use pkcs8::spki::der::pem::PemLabel;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;

@@ -66,7 +66,11 @@ fn a_torn_line_is_terminated_skipped_with_its_number_and_later_lines_are_kept() 
     assert_eq!(torn.letters, vec![first.clone()]);
     assert_eq!(torn.skipped.len(), 1);
     assert_eq!(torn.skipped[0].line, 2);
-    assert!(torn.skipped[0].reason.contains("torn last line"), "{:?}", torn.skipped);
+    assert!(
+        torn.skipped[0].reason.contains("torn last line"),
+        "{:?}",
+        torn.skipped
+    );
 
     let third = letter(3, 10);
     file.append(std::slice::from_ref(&third)).unwrap();
@@ -82,7 +86,11 @@ fn a_torn_line_is_terminated_skipped_with_its_number_and_later_lines_are_kept() 
     let contents = file.read().unwrap();
     assert_eq!(contents.letters, vec![first, third, fourth]);
     assert_eq!(contents.lines_read, 5);
-    let lines: Vec<usize> = contents.skipped.iter().map(|skipped| skipped.line).collect();
+    let lines: Vec<usize> = contents
+        .skipped
+        .iter()
+        .map(|skipped| skipped.line)
+        .collect();
     assert_eq!(lines, vec![2, 4], "{:?}", contents.skipped);
 }
 
@@ -115,9 +123,20 @@ async fn replay_skips_bad_lines_and_refuses_unauthenticated_letters_when_asked()
         .await
         .unwrap();
     assert_eq!(report.appended, 1);
-    assert_eq!(report.unauthenticated.len(), 2, "{:?}", report.unauthenticated);
-    assert!(matches!(report.unauthenticated[0].1, DeadLetterAuthError::Unsigned { .. }));
-    assert!(matches!(report.unauthenticated[1].1, DeadLetterAuthError::BadSignature { .. }));
+    assert_eq!(
+        report.unauthenticated.len(),
+        2,
+        "{:?}",
+        report.unauthenticated
+    );
+    assert!(matches!(
+        report.unauthenticated[0].1,
+        DeadLetterAuthError::Unsigned { .. }
+    ));
+    assert!(matches!(
+        report.unauthenticated[1].1,
+        DeadLetterAuthError::BadSignature { .. }
+    ));
     assert_eq!(report.skipped_lines.len(), 1);
     assert_eq!(report.skipped_lines[0].line, 4);
     assert!(!report.is_complete());
@@ -132,15 +151,27 @@ fn dead_letters_are_authenticated_by_the_writer_key() {
     keyring.insert(signer.public_key());
 
     let plain = letter(1, 10);
-    assert!(matches!(plain.verify(&keyring), Err(DeadLetterAuthError::Unsigned { .. })));
+    assert!(matches!(
+        plain.verify(&keyring),
+        Err(DeadLetterAuthError::Unsigned { .. })
+    ));
     let signed = plain.clone().authenticated(&signer);
-    assert_eq!(signed.key_id.as_deref(), Some(signer.key_id().to_string().as_str()));
+    assert_eq!(
+        signed.key_id.as_deref(),
+        Some(signer.key_id().to_string().as_str())
+    );
     assert_eq!(signed.verify(&keyring), Ok(()));
     let by_other = plain.clone().authenticated(&other);
-    assert!(matches!(by_other.verify(&keyring), Err(DeadLetterAuthError::UnknownKey { .. })));
+    assert!(matches!(
+        by_other.verify(&keyring),
+        Err(DeadLetterAuthError::UnknownKey { .. })
+    ));
     let mut half = signed.clone();
     half.sig = None;
-    assert!(matches!(half.verify(&keyring), Err(DeadLetterAuthError::HalfSigned { .. })));
+    assert!(matches!(
+        half.verify(&keyring),
+        Err(DeadLetterAuthError::HalfSigned { .. })
+    ));
     // Every field is covered.
     let changes: [fn(&mut DeadLetter); 6] = [
         |letter| letter.chain_id.push('x'),
@@ -154,7 +185,10 @@ fn dead_letters_are_authenticated_by_the_writer_key() {
         let mut changed = signed.clone();
         change(&mut changed);
         assert!(
-            matches!(changed.verify(&keyring), Err(DeadLetterAuthError::BadSignature { .. })),
+            matches!(
+                changed.verify(&keyring),
+                Err(DeadLetterAuthError::BadSignature { .. })
+            ),
             "{changed:?}"
         );
     }

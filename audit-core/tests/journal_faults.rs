@@ -75,8 +75,14 @@ async fn a_flipped_bit_in_the_high_byte_of_a_frame_length_is_refused_not_truncat
         other => panic!("expected a refusal naming the file, got {other:?}"),
     }
     let message = error.to_string();
-    assert!(message.contains(&segment.display().to_string()), "{message}");
-    assert!(message.contains(&format!("offset {}", offsets[1])), "{message}");
+    assert!(
+        message.contains(&segment.display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("offset {}", offsets[1])),
+        "{message}"
+    );
     assert_eq!(fs::read(&segment).unwrap(), bytes, "the file was modified");
 }
 
@@ -87,8 +93,8 @@ async fn a_tail_cut_at_every_byte_of_the_last_frame_is_recovered_and_truncated()
     let last = *frame_offsets(&intact).last().unwrap();
     for cut in last..intact.len() {
         fs::write(&segment, &intact[..cut]).unwrap();
-        let (journal, recovered) = Journal::open(config.clone())
-            .unwrap_or_else(|error| panic!("cut at {cut}: {error}"));
+        let (journal, recovered) =
+            Journal::open(config.clone()).unwrap_or_else(|error| panic!("cut at {cut}: {error}"));
         let back: Vec<AuditEvent> = recovered.events.into_iter().map(|(e, _)| e).collect();
         assert_eq!(back, events[..4], "cut at {cut}");
         assert_eq!(fs::read(&segment).unwrap(), intact[..last], "cut at {cut}");
@@ -113,14 +119,17 @@ async fn flipping_every_bit_of_a_segment_never_deletes_an_acknowledged_event_sil
         match Journal::open(config.clone()) {
             Err(JournalError::Corrupt { path, .. }) => {
                 assert_eq!(path, segment, "bit {bit}: the refusal names another file");
-                assert_eq!(fs::read(&segment).unwrap(), bytes, "bit {bit}: refused but modified");
+                assert_eq!(
+                    fs::read(&segment).unwrap(),
+                    bytes,
+                    "bit {bit}: refused but modified"
+                );
                 refusals += 1;
             }
             Err(other) => panic!("bit {bit}: unexpected error {other}"),
             Ok((journal, recovered)) => {
                 recoveries += 1;
-                let back: Vec<AuditEvent> =
-                    recovered.events.into_iter().map(|(e, _)| e).collect();
+                let back: Vec<AuditEvent> = recovered.events.into_iter().map(|(e, _)| e).collect();
                 let missing = events.iter().filter(|event| !back.contains(event)).count();
                 if missing > 0 {
                     eprintln!("bit {bit}: {missing} acknowledged events lost without a refusal");
@@ -135,7 +144,10 @@ async fn flipping_every_bit_of_a_segment_never_deletes_an_acknowledged_event_sil
         intact.len()
     );
     assert_eq!(flipped, intact.len() as u64 * 8);
-    assert_eq!(lost, 0, "acknowledged events were deleted without a refusal");
+    assert_eq!(
+        lost, 0,
+        "acknowledged events were deleted without a refusal"
+    );
 }
 
 #[tokio::test]
@@ -164,7 +176,11 @@ async fn a_full_disk_during_rotation_does_not_lock_the_journal_up() {
         }
     }
     assert_eq!(failures, 1, "the disk never filled during rotation");
-    assert_eq!(segments(&config.dir).len(), 1, "a failed rotation left a segment");
+    assert_eq!(
+        segments(&config.dir).len(),
+        1,
+        "a failed rotation left a segment"
+    );
     // Still full: the retry fails the same way, not with "File exists".
     let error = journal.append(&event(1000)).await.unwrap_err();
     assert!(error.to_string().contains("No space left"), "{error}");
@@ -180,7 +196,10 @@ async fn a_full_disk_during_rotation_does_not_lock_the_journal_up() {
     drop(journal);
     let (_journal, recovered) = Journal::open(config).unwrap();
     let back: Vec<AuditEvent> = recovered.events.into_iter().map(|(e, _)| e).collect();
-    assert_eq!(back, acknowledged, "every acknowledged event, once, in order");
+    assert_eq!(
+        back, acknowledged,
+        "every acknowledged event, once, in order"
+    );
     println!(
         "disk-full rotation (tmpfs): {} events acknowledged, {} recovered, 0 lost",
         acknowledged.len(),

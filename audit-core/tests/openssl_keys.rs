@@ -104,7 +104,11 @@ fn a_key_made_by_openssl_loads_and_its_signatures_verify_in_openssl() {
 fn secret_keys_with_the_public_key_attribute_still_load() {
     let key = SigningKey::generate(&mut rand_core::OsRng);
     let v2 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    assert!(v2.len() > 130, "PKCS#8 v2 carries the public key: {}", v2.len());
+    assert!(
+        v2.len() > 130,
+        "PKCS#8 v2 carries the public key: {}",
+        v2.len()
+    );
     let signer = AuditSigner::from_pkcs8_pem(&v2, "v2").unwrap();
     assert_eq!(signer.public_key().verifying_key(), &key.verifying_key());
     let v1 = signer.to_pkcs8_pem().unwrap();

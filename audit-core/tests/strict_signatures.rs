@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use audit_core::AuditEvent;
-use audit_core::chain::{ChainHead, ChainId, FailureKind, Record, Sealer, SignMode, Verifier, VerifyOptions};
+use audit_core::chain::{
+    ChainHead, ChainId, FailureKind, Record, Sealer, SignMode, Verifier, VerifyOptions,
+};
 use audit_core::keys::{AuditSigner, Keyring, PublicKey};
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
@@ -165,10 +167,8 @@ fn small_order_and_mixed_order_public_keys_never_enter_a_keyring() {
             .expect_err(&format!("{name} public key must be refused"));
         assert!(error.to_string().contains(name), "{error}");
     }
-    let honest = VerifyingKey::from_bytes(
-        (ED25519_BASEPOINT_POINT * a).compress().as_bytes(),
-    )
-    .unwrap();
+    let honest =
+        VerifyingKey::from_bytes((ED25519_BASEPOINT_POINT * a).compress().as_bytes()).unwrap();
     assert!(PublicKey::from_verifying_key(honest, "honest").is_ok());
 }
 

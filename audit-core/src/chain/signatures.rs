@@ -148,7 +148,11 @@ fn check_batch(batch: &[PendingSignature]) -> Vec<Failure> {
 /// key `A = [a]B` does).
 pub(crate) fn key_is_strict(key: &VerifyingKey) -> bool {
     let encoded = key.to_bytes();
-    CompressedEdwardsY(encoded).decompress().is_some_and(|point| {
-        point.compress().to_bytes() == encoded && !point.is_small_order() && point.is_torsion_free()
-    })
+    CompressedEdwardsY(encoded)
+        .decompress()
+        .is_some_and(|point| {
+            point.compress().to_bytes() == encoded
+                && !point.is_small_order()
+                && point.is_torsion_free()
+        })
 }

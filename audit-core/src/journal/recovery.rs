@@ -187,7 +187,9 @@ fn torn_tail(rest: &[u8], limits: EventLimits) -> Result<(), &'static str> {
     }
     let declared = u64::from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]));
     if declared > max_payload {
-        return Err("frame declares a length beyond the largest event (a damaged length, not a torn write)");
+        return Err(
+            "frame declares a length beyond the largest event (a damaged length, not a torn write)",
+        );
     }
     let payload = &rest[FRAME_HEADER..];
     let data_end = payload
@@ -209,10 +211,13 @@ fn torn_tail(rest: &[u8], limits: EventLimits) -> Result<(), &'static str> {
     if data[0] != b'{' {
         return Err("cut frame does not start a JSON object");
     }
-    let mut values = serde_json::Deserializer::from_slice(data).into_iter::<serde::de::IgnoredAny>();
+    let mut values =
+        serde_json::Deserializer::from_slice(data).into_iter::<serde::de::IgnoredAny>();
     match values.next() {
         Some(Err(error)) if error.is_eof() => Ok(()),
-        Some(Ok(_)) => Err("frame holds a whole event but declares a longer length (a damaged length, not a torn write)"),
+        Some(Ok(_)) => Err(
+            "frame holds a whole event but declares a longer length (a damaged length, not a torn write)",
+        ),
         _ => Err("cut frame holds bytes that are not the start of a canonical event"),
     }
 }

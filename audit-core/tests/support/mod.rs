@@ -18,7 +18,13 @@ impl Tmpfs {
     pub fn mount(size: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .output()
             .unwrap_or_else(|error| panic!("this test needs `mount` for a small tmpfs: {error}"));
@@ -45,11 +51,7 @@ impl Tmpfs {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(error) => {
-                    assert_eq!(
-                        error.raw_os_error(),
-                        Some(28),
-                        "filling the tmpfs: {error}"
-                    );
+                    assert_eq!(error.raw_os_error(), Some(28), "filling the tmpfs: {error}");
                     break;
                 }
             }
