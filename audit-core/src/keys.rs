@@ -26,8 +26,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{self, DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use pkcs8::spki::der::pem::PemLabel;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
@@ -120,14 +121,28 @@ impl AuditSigner {
         }
     }
 
-    /// The PKCS#8 PEM text of the secret key (zeroized on drop).
+    /// The PKCS#8 PEM text of the secret key (zeroized on drop), exactly
+    /// what `openssl genpkey -algorithm ed25519` writes: a PKCS#8 v1
+    /// `PrivateKeyInfo` (RFC 5958 version 0, RFC 8410 algorithm
+    /// 1.3.101.112, the 32-byte seed as an OCTET STRING inside the
+    /// privateKey OCTET STRING, no public key attribute): 48 bytes of DER.
+    /// [`AuditSigner::from_pkcs8_pem`] reads these and also v2 files that
+    /// carry the public key.
     pub fn to_pkcs8_pem(&self) -> Result<zeroize::Zeroizing<String>, KeyError> {
-        self.key
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|error| KeyError::InvalidSecretKey {
-                origin: "encoding".into(),
-                detail: error.to_string(),
-            })
+        let encoding_error = |detail: String| KeyError::InvalidSecretKey {
+            origin: "encoding".into(),
+            detail,
+        };
+        let mut private_key = zeroize::Zeroizing::new([0u8; 34]);
+        private_key[0] = 0x04; // OCTET STRING
+        private_key[1] = 0x20; // of 32 bytes: the seed
+        private_key[2..].copy_from_slice(self.key.as_bytes());
+        let info = pkcs8::PrivateKeyInfo::new(ed25519_dalek::pkcs8::ALGORITHM_ID, &private_key[..]);
+        let document = pkcs8::SecretDocument::try_from(info)
+            .map_err(|error| encoding_error(error.to_string()))?;
+        document
+            .to_pem(pkcs8::PrivateKeyInfo::PEM_LABEL, LineEnding::LF)
+            .map_err(|error| encoding_error(error.to_string()))
     }
 
     /// Writes the secret key to a new file with mode 0600; never overwrites.
@@ -190,9 +205,20 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
-    /// Wraps a verifying key, refusing a weak (small-order) one.
+    /// Wraps a verifying key, refusing a weak one: of small order, or with
+    /// a torsion component (mixed order), or not canonically encoded. An
+    /// honestly generated key `A = [a]B` is none of these; strict signature
+    /// verification (FORMAT.md section 4) rests on it.
     pub fn from_verifying_key(key: VerifyingKey, origin: &str) -> Result<Self, KeyError> {
-        if key.is_weak() {
+        let encoded = key.to_bytes();
+        let strict = curve25519_dalek::edwards::CompressedEdwardsY(encoded)
+            .decompress()
+            .is_some_and(|point| {
+                point.compress().to_bytes() == encoded
+                    && !point.is_small_order()
+                    && point.is_torsion_free()
+            });
+        if key.is_weak() || !strict {
             return Err(KeyError::WeakPublicKey {
                 origin: origin.to_owned(),
             });

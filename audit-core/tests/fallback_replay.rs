@@ -91,7 +91,7 @@ async fn a_sink_failure_part_way_stops_the_replay_and_a_second_replay_finishes_i
 }
 
 #[tokio::test]
-async fn a_missing_file_replays_nothing_and_an_unreadable_one_says_where() {
+async fn a_missing_file_replays_nothing_and_an_unreadable_line_is_skipped_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let memory = MemoryChain::new();
     let mut sink = memory.sink(ChainSinkOptions::default());
@@ -103,11 +103,14 @@ async fn a_missing_file_replays_nothing_and_an_unreadable_one_says_where() {
     assert_eq!(report, Default::default());
     let garbage = dir.path().join("garbage.jsonl");
     std::fs::write(&garbage, "not a letter\n").unwrap();
-    let error = FallbackFile::new(&garbage)
+    // One bad line no longer makes the file unreadable (issue 12): it is
+    // skipped with its line number, and the replay is not complete.
+    let report = FallbackFile::new(&garbage)
         .replay_into(&mut sink, &ChainId::default())
         .await
-        .unwrap_err();
-    assert!(matches!(error, FallbackReplayError::Read(_)), "{error}");
-    assert!(error.to_string().contains("garbage.jsonl"), "{error}");
+        .unwrap();
+    assert_eq!(report.skipped_lines.len(), 1, "{report:?}");
+    assert_eq!(report.skipped_lines[0].line, 1);
+    assert!(!report.is_complete());
     assert!(memory.is_empty());
 }

@@ -150,7 +150,9 @@ async fn a_torn_last_frame_is_dropped_and_the_file_truncated() {
 }
 
 #[tokio::test]
-async fn a_last_frame_with_a_bad_checksum_at_the_end_is_torn() {
+async fn a_damaged_whole_last_frame_is_corruption_not_a_torn_tail() {
+    // The last frame is whole and was acknowledged: a bad checksum there is
+    // damage, not a crash mid-write; it is refused, not cut off (issue 12).
     let dir = tempfile::tempdir().unwrap();
     let config = JournalConfig::new(dir.path().join("j"));
     write(&config, &(0..3).map(event).collect::<Vec<_>>()).await;
@@ -158,6 +160,25 @@ async fn a_last_frame_with_a_bad_checksum_at_the_end_is_torn() {
     let mut bytes = fs::read(&last).unwrap();
     let end = bytes.len();
     bytes[end - 5] ^= 0xff;
+    fs::write(&last, &bytes).unwrap();
+    let error = Journal::open(config).unwrap_err();
+    assert!(
+        matches!(&error, JournalError::Corrupt { path, .. } if *path == last),
+        "{error:?}"
+    );
+    assert_eq!(fs::read(&last).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_last_frame_whose_end_did_not_reach_the_disk_is_torn() {
+    // The file size reached the disk, the data did not: zeros at the end.
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig::new(dir.path().join("j"));
+    write(&config, &(0..3).map(event).collect::<Vec<_>>()).await;
+    let last = segments(&config.dir).pop().unwrap();
+    let mut bytes = fs::read(&last).unwrap();
+    let end = bytes.len();
+    bytes[end - 20..].fill(0);
     fs::write(&last, &bytes).unwrap();
     let (_journal, recovered) = Journal::open(config).unwrap();
     assert_eq!(recovered.events.len(), 2);

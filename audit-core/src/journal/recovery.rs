@@ -2,17 +2,24 @@
 //! replay; a torn last frame is dropped; anything else stops recovery.
 //!
 //! A crash while a group is being written can leave the last segment ending
-//! inside a frame, or with a last frame whose checksum fails. No event of
-//! that group was acknowledged (acknowledgement waits for the fsync), so the
-//! torn tail is cut off. A bad frame anywhere else (followed by more bytes,
-//! or in an older segment) is corruption: recovery stops with the file and
-//! offset, and deletes nothing.
+//! inside a frame, or with zeros where the last frame's bytes did not reach
+//! the disk. No event of that group was acknowledged (acknowledgement waits
+//! for the fsync), so such a torn tail is cut off. Only bytes that a crash
+//! can leave count as torn (see `torn_tail`): a plausible length, a payload
+//! that is a strict prefix of one canonical event, zeros at most at the end.
+//! Anything else (a damaged length that runs to the end of the file, a whole
+//! last frame with a bad checksum, a bad frame followed by more bytes, a bad
+//! frame in an older segment) is corruption: recovery stops with
+//! [`JournalError::Corrupt`] naming the file and offset, and deletes nothing.
+//!
+//! Leftovers of a rotation cut short (a `*.journal.tmp` file, never renamed
+//! into place, so never acknowledged) are removed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::JournalError;
-use super::frame::{self, Decoded, SEGMENT_MAGIC};
+use super::frame::{self, Decoded, FRAME_HEADER, SEGMENT_MAGIC};
 use crate::event::{AuditEvent, EventLimits};
 
 /// One segment as found on disk.
@@ -35,7 +42,15 @@ fn segment_id(path: &Path) -> Option<u64> {
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
 }
 
-/// Lists segment files in id order.
+/// The temporary name a new segment is written under before it is renamed
+/// to [`segment_file_name`].
+pub(crate) fn temporary_file_name(id: u64) -> String {
+    format!("{id:020}.journal.tmp")
+}
+
+/// Lists segment files in id order, removing leftovers of a rotation that
+/// failed or was cut by a crash (`*.journal.tmp`: never renamed into
+/// place, so they hold no acknowledged event).
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     let entries = fs::read_dir(dir).map_err(|source| JournalError::io(dir, source))?;
     let mut segments = Vec::new();
@@ -45,6 +60,13 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalEr
             .path();
         if let Some(id) = segment_id(&path) {
             segments.push((id, path));
+        } else if path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.ends_with(".journal.tmp"))
+        {
+            tracing::info!(path = %path.display(), "removing a journal segment whose creation did not finish");
+            fs::remove_file(&path).map_err(|source| JournalError::io(&path, source))?;
         }
     }
     segments.sort();
@@ -116,9 +138,11 @@ fn read_segment(
                 events.push(event);
                 offset = next;
             }
-            Decoded::Incomplete if is_last => return Ok((events, offset)),
-            Decoded::BadChecksum { end } if is_last && end >= bytes.len() => {
-                return Ok((events, offset));
+            Decoded::Incomplete | Decoded::BadChecksum { .. } if is_last => {
+                return match torn_tail(&bytes[offset..], limits) {
+                    Ok(()) => Ok((events, offset)),
+                    Err(why) => Err(corrupt(offset, why)),
+                };
             }
             Decoded::Incomplete => {
                 return Err(corrupt(
@@ -130,6 +154,72 @@ fn read_segment(
         }
     }
     Ok((events, offset))
+}
+
+/// Whether `rest`, the bytes from a damaged frame of the last segment to
+/// the end of the file, can be what a crash during one group write left;
+/// `Err` says why not (corruption: refuse, delete nothing).
+///
+/// A group write appends whole frames with one `write` and is acknowledged
+/// only after its fsync. A crash before the fsync leaves a prefix of those
+/// bytes, possibly followed by zeros (a file size that reached the disk
+/// before the data). So a torn frame is one that reaches the end of the
+/// file, whose declared length is at most the largest event, and whose
+/// payload bytes present (zeros at the end set aside) are a *strict* prefix
+/// of one canonical JSON object: never a whole object (then the length
+/// lies), never bytes JSON cannot hold (such as the next frame's header).
+/// A frame of full length whose checksum fails is torn only when it ends in
+/// such zeros: canonical JSON ends with `}`, so a flipped bit in an
+/// acknowledged last frame is refused, not cut off.
+fn torn_tail(rest: &[u8], limits: EventLimits) -> Result<(), &'static str> {
+    let max_payload = limits.max_event_bytes as u64;
+    if rest.len() < FRAME_HEADER {
+        // A cut header: only its length bytes can be checked.
+        let mut length = [0u8; 4];
+        let present = rest.len().min(4);
+        length[..present].copy_from_slice(&rest[..present]);
+        let lowest = u64::from(u32::from_be_bytes(length));
+        return if lowest > max_payload {
+            Err("cut frame header declares a frame longer than the largest event")
+        } else {
+            Ok(())
+        };
+    }
+    let declared = u64::from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]));
+    if declared > max_payload {
+        return Err(
+            "frame declares a length beyond the largest event (a damaged length, not a torn write)",
+        );
+    }
+    let payload = &rest[FRAME_HEADER..];
+    let data_end = payload
+        .iter()
+        .rposition(|byte| *byte != 0)
+        .map_or(0, |last| last + 1);
+    let zero_filled =
+        data_end < payload.len() || (payload.is_empty() && rest[FRAME_HEADER - 1] == 0);
+    if payload.len() as u64 >= declared && !zero_filled {
+        return Err("frame checksum mismatch (the frame is whole: damage, not a torn write)");
+    }
+    if payload.len() as u64 > declared {
+        return Err("bytes after the end of the last frame");
+    }
+    let data = &payload[..data_end];
+    if data.is_empty() {
+        return Ok(());
+    }
+    if data[0] != b'{' {
+        return Err("cut frame does not start a JSON object");
+    }
+    let mut values =
+        serde_json::Deserializer::from_slice(data).into_iter::<serde::de::IgnoredAny>();
+    match values.next() {
+        Some(Err(error)) if error.is_eof() => Ok(()),
+        Some(Ok(_)) => Err(
+            "frame holds a whole event but declares a longer length (a damaged length, not a torn write)",
+        ),
+        _ => Err("cut frame holds bytes that are not the start of a canonical event"),
+    }
 }
 
 fn truncate(path: &Path, good_len: usize, found_len: usize) -> Result<(), JournalError> {

@@ -1,14 +1,14 @@
 //! The journal's writer thread: group commit, segment rotation, and undo of
 //! a failed write.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
 use super::frame::{self, SEGMENT_MAGIC};
-use super::recovery::segment_file_name;
+use super::recovery::{segment_file_name, temporary_file_name};
 use super::{JournalError, JournalTicket, SegmentState, Shared, WriteRequest, remove_segment};
 
 /// Requests taken into one group at most.
@@ -132,25 +132,10 @@ impl Writer {
         if !rotate {
             return Ok(());
         }
-        let mut table = self.shared.table();
-        let id = table.next_id;
+        let id = self.shared.table().next_id;
+        let file = self.create_segment(id)?;
         let path = self.shared.config.dir.join(segment_file_name(id));
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| JournalError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        file.write_all(SEGMENT_MAGIC)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| File::open(&self.shared.config.dir)?.sync_all())
-            .map_err(|source| JournalError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let mut table = self.shared.table();
         table.next_id += 1;
         let previous = table.active.replace(id);
         table.bytes += SEGMENT_MAGIC.len() as u64;
@@ -172,6 +157,53 @@ impl Writer {
         }
         self.file = Some((id, file));
         Ok(())
+    }
+
+    /// Creates segment `id` with its header, retryably: the header is
+    /// written and fsync'd under a temporary name, which is then renamed
+    /// into place and the directory fsync'd. A failure (a full disk)
+    /// removes what it made and leaves nothing that blocks the next try;
+    /// a crash leaves at most a `*.journal.tmp` file, which recovery
+    /// removes.
+    fn create_segment(&self, id: u64) -> Result<File, JournalError> {
+        let dir = &self.shared.config.dir;
+        let temporary = dir.join(temporary_file_name(id));
+        let path = dir.join(segment_file_name(id));
+        let io_error = |path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| JournalError::Io { path, source }
+        };
+        let created = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&temporary)
+            .and_then(|mut file| {
+                file.write_all(SEGMENT_MAGIC)?;
+                file.sync_all()
+            })
+            .map_err(io_error(&temporary))
+            .and_then(|()| fs::rename(&temporary, &path).map_err(io_error(&path)))
+            .and_then(|()| {
+                File::open(dir)
+                    .and_then(|directory| directory.sync_all())
+                    .map_err(io_error(dir))
+            })
+            .and_then(|()| {
+                OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(io_error(&path))
+            });
+        if created.is_err() {
+            // Best effort: a leftover is harmless (the next try truncates
+            // the temporary file or replaces the header-only segment, and
+            // recovery removes or drops either), but a full disk likes it gone.
+            let _ = fs::remove_file(&temporary);
+            let _ = fs::remove_file(&path);
+        }
+        created
     }
 
     fn broken(&self, detail: &str) -> JournalError {
