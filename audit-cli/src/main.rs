@@ -105,21 +105,31 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
-    /// List the dead letters of a store.
+    /// List the dead letters of a store (or of a fallback file), with their events.
     List {
         /// The store: sqlite://, postgres://, s3://, file:// or memory://.
-        url: StoreUrl,
+        #[arg(required_unless_present = "fallback")]
+        url: Option<StoreUrl>,
+        /// List the pipeline's fallback dead-letter file instead.
+        #[arg(long, value_name = "FILE", conflicts_with = "url")]
+        fallback: Option<PathBuf>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Append the dead letters to the chain (idempotently) and remove them.
+    /// Append the dead letters to the chain (idempotently) and remove them; with a key, only letters authenticated by a trusted key.
     Replay {
         /// The store: sqlite://, postgres://, s3://, file:// or memory://.
         url: StoreUrl,
-        /// The secret key (PKCS#8 PEM) to sign the replayed records with.
+        /// Replay this fallback dead-letter file into the store instead of the store's own dead letters.
+        #[arg(long, value_name = "FILE")]
+        fallback: Option<PathBuf>,
+        /// The chain's secret key (PKCS#8 PEM) to sign the replayed records with; needed for a signed chain.
         #[arg(long, value_name = "PEM")]
         key: Option<PathBuf>,
+        /// Another public key (SPKI PEM) trusted to have authenticated dead letters (e.g. a rotated key); repeatable.
+        #[arg(long, value_name = "PEM")]
+        pubkey: Vec<PathBuf>,
         /// The chain to replay into.
         #[arg(long, default_value = "default")]
         chain: String,
@@ -154,11 +164,36 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Show(args) => read::show(&args),
         Command::Tail(args) => read::tail(&args),
         Command::Dlq {
-            command: DlqCommand::List { url, json },
-        } => dlq::list(&url, json),
+            command:
+                DlqCommand::List {
+                    url,
+                    fallback,
+                    json,
+                },
+        } => {
+            let from = match (url, fallback) {
+                (_, Some(path)) => dlq::Letters::File(path),
+                (Some(url), None) => dlq::Letters::Store(url),
+                (None, None) => return Err(CliError::usage("give a store URL or --fallback FILE")),
+            };
+            dlq::list(&from, json)
+        }
         Command::Dlq {
-            command: DlqCommand::Replay { url, key, chain },
-        } => dlq::replay(&url, key.as_deref(), &chain),
+            command:
+                DlqCommand::Replay {
+                    url,
+                    fallback,
+                    key,
+                    pubkey,
+                    chain,
+                },
+        } => dlq::replay(&dlq::ReplayArgs {
+            url,
+            fallback,
+            key,
+            pubkeys: pubkey,
+            chain,
+        }),
         Command::Export {
             url,
             to,

@@ -174,7 +174,13 @@ impl<S: ChainStore> ChainWriter<S> {
         tracing::warn!(chain = %self.options.chain, batch = events.len(), error = %reason, "dead-lettering batch");
         let letters: Vec<DeadLetter> = events
             .iter()
-            .map(|event| DeadLetter::new(&self.options.chain, event, reason.clone(), attempts))
+            .map(|event| {
+                let letter = DeadLetter::new(&self.options.chain, event, reason.clone(), attempts);
+                match &self.options.signer {
+                    Some(signer) => letter.authenticated(signer),
+                    None => letter,
+                }
+            })
             .collect();
         match self.store.dead_letter(&letters).await {
             Ok(()) => Ok(events

@@ -9,13 +9,19 @@
 //! event cannot be read stay and are listed.
 //!
 //! Replay refuses to append unsigned records to a signed chain: replaying
-//! into a chain whose head record is signed needs the chain's key.
+//! into a chain whose head record is signed needs the chain's key. When
+//! the writer has a key, only dead letters authenticated by a trusted key
+//! (the writer's own, or one of `trusted`) are replayed: anyone who can
+//! insert a row into a dead-letter table could otherwise have the
+//! operator sign a forged event into the chain. The others are kept and
+//! listed in [`ReplayReport::unauthenticated`].
 
 use futures::StreamExt;
 
 use crate::chain::ChainId;
 use crate::chain_writer::{ChainStore, ChainWriter};
 use crate::dead_letter::REPLAY_BATCH;
+use crate::keys::Keyring;
 use crate::sink::{AppendOutcome, AuditSink, SinkError};
 use crate::store::{ChainSource, SourceError, SourceRecord, StoredDeadLetter};
 
@@ -30,6 +36,8 @@ pub struct ReplayReport {
     pub dead_lettered: u64,
     /// Letters kept because their event cannot be read: key and why.
     pub unreadable: Vec<(String, String)>,
+    /// Letters kept because no trusted key authenticates them: key and why.
+    pub unauthenticated: Vec<(String, String)>,
     /// Letters of other chains, left in place.
     pub other_chains: u64,
 }
@@ -37,7 +45,7 @@ pub struct ReplayReport {
 impl ReplayReport {
     /// Whether every letter of the chain is now in the chain.
     pub fn is_complete(&self) -> bool {
-        self.dead_lettered == 0 && self.unreadable.is_empty()
+        self.dead_lettered == 0 && self.unreadable.is_empty() && self.unauthenticated.is_empty()
     }
 }
 
@@ -61,12 +69,20 @@ pub enum ReplayError {
     },
 }
 
-/// Replays the dead letters of the writer's chain found in `source`.
+/// Replays the dead letters of the writer's chain found in `source`,
+/// trusting letters authenticated by the writer's key or a key of
+/// `trusted` (a writer without a key replays unsigned letters into an
+/// unsigned chain).
 pub async fn replay_dead_letters<S: ChainStore>(
     source: &dyn ChainSource,
     writer: &mut ChainWriter<S>,
+    trusted: &Keyring,
 ) -> Result<ReplayReport, ReplayError> {
     let chain = writer.options().chain.clone();
+    let mut keyring = trusted.clone();
+    if let Some(signer) = &writer.options().signer {
+        keyring.insert(signer.public_key());
+    }
     refuse_unsigned_into_signed(source, writer, &chain).await?;
     let mut report = ReplayReport {
         other_chains: source
@@ -79,7 +95,7 @@ pub async fn replay_dead_letters<S: ChainStore>(
     };
     let letters = source.dead_letters(Some(&chain)).await?;
     for chunk in letters.chunks(REPLAY_BATCH) {
-        replay_chunk(writer, chunk, &mut report).await?;
+        replay_chunk(writer, chunk, &keyring, &mut report).await?;
     }
     writer.checkpoint().await?;
     Ok(report)
@@ -88,11 +104,20 @@ pub async fn replay_dead_letters<S: ChainStore>(
 async fn replay_chunk<S: ChainStore>(
     writer: &mut ChainWriter<S>,
     chunk: &[StoredDeadLetter],
+    keyring: &Keyring,
     report: &mut ReplayReport,
 ) -> Result<(), ReplayError> {
     let mut events = Vec::with_capacity(chunk.len());
     let mut keys = Vec::with_capacity(chunk.len());
     for stored in chunk {
+        if !keyring.is_empty()
+            && let Err(error) = stored.letter.verify(keyring)
+        {
+            report
+                .unauthenticated
+                .push((stored.key.clone(), error.to_string()));
+            continue;
+        }
         match stored.letter.event() {
             Ok(event) if event.id() == stored.letter.event_id => {
                 events.push(event);

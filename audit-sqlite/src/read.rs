@@ -40,6 +40,9 @@ const SENDS_IN_FLIGHT: usize = 8;
 pub struct SqliteSource {
     path: PathBuf,
     describe: String,
+    /// Whether `audit_dead_letters` has the authentication columns
+    /// (schema version 2).
+    letter_auth: bool,
 }
 
 impl SqliteSource {
@@ -47,10 +50,15 @@ impl SqliteSource {
     /// writing to it) and returns its source.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, SqliteError> {
         let path = path.into();
-        schema::inspect_file(&path)?;
+        let state = schema::inspect_file(&path)?;
+        let letter_auth = matches!(
+            state,
+            schema::SchemaState::Audit { schema_version: Some(ref version) } if version != "1"
+        );
         Ok(Self {
             describe: describe(&path),
             path,
+            letter_auth,
         })
     }
 
@@ -172,10 +180,15 @@ impl ChainSource for SqliteSource {
         chain: Option<&ChainId>,
     ) -> Result<Vec<StoredDeadLetter>, SourceError> {
         let chain = chain.map(|chain| chain.as_str().to_owned());
+        let auth_columns = if self.letter_auth {
+            "key_id, signature"
+        } else {
+            "NULL, NULL"
+        };
         self.read("reading audit_dead_letters", move |connection| {
-            let mut statement = connection.prepare(
-                "SELECT id, chain_id, event_id, event_json, failure_reason, failed_at, attempts FROM audit_dead_letters WHERE ?1 IS NULL OR chain_id = ?1 ORDER BY id",
-            )?;
+            let mut statement = connection.prepare(&format!(
+                "SELECT id, chain_id, event_id, event_json, failure_reason, failed_at, attempts, {auth_columns} FROM audit_dead_letters WHERE ?1 IS NULL OR chain_id = ?1 ORDER BY id"
+            ))?;
             let rows = statement.query_map([chain], |row| {
                 Ok(StoredDeadLetter {
                     key: lossy(row.get_ref(0)?),
@@ -189,6 +202,8 @@ impl ChainSource for SqliteSource {
                             ValueRef::Integer(n) => u32::try_from(n).unwrap_or(0),
                             _ => 0,
                         },
+                        key_id: optional_text(row.get_ref(7)?),
+                        sig: optional_text(row.get_ref(8)?),
                     },
                 })
             })?;
@@ -432,6 +447,14 @@ fn hex_prefix(bytes: &[u8]) -> String {
         format!("{shown}…")
     } else {
         shown
+    }
+}
+
+/// NULL as `None`, anything else as text.
+fn optional_text(value: ValueRef<'_>) -> Option<String> {
+    match value {
+        ValueRef::Null => None,
+        other => Some(lossy(other)),
     }
 }
 

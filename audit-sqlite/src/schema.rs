@@ -8,7 +8,12 @@
 //! modified. Only an empty database gets the schema; an audit database of
 //! format 1 without a `schema_version` row (as written by other
 //! implementations of FORMAT.md) is accepted, and a writer records
-//! `schema_version` 1 in it.
+//! `schema_version` in it.
+//!
+//! Schema versions: 1 is FORMAT.md section 6 as written; 2 adds the
+//! writer's authentication of dead letters (`key_id`, `signature` of
+//! `audit_dead_letters`). A writer migrates a version-1 file in place; a
+//! reader reads both.
 
 use std::path::Path;
 
@@ -18,8 +23,17 @@ use crate::error::SqliteError;
 
 /// The `format` value of `audit_meta` this build reads and writes.
 pub const FORMAT: &str = "1";
-/// The `schema_version` value of `audit_meta` this build reads and writes.
-pub const SCHEMA_VERSION: &str = "1";
+/// The `schema_version` value of `audit_meta` this build writes.
+pub const SCHEMA_VERSION: &str = "2";
+/// Every `schema_version` this build reads.
+pub const READABLE_VERSIONS: [&str; 2] = ["1", "2"];
+
+/// Migrates a version-1 database to version 2.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE audit_dead_letters ADD COLUMN key_id TEXT;
+ALTER TABLE audit_dead_letters ADD COLUMN signature TEXT;
+UPDATE audit_meta SET value = '2' WHERE key = 'schema_version';
+";
 
 /// The tables FORMAT.md section 6 requires.
 pub const TABLES: [&str; 4] = [
@@ -56,11 +70,12 @@ CREATE TABLE IF NOT EXISTS audit_dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   chain_id TEXT NOT NULL, event_id TEXT NOT NULL, event_json TEXT NOT NULL,
   failure_reason TEXT NOT NULL, failed_at TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 1
+  attempts INTEGER NOT NULL DEFAULT 1,
+  key_id TEXT, signature TEXT
 );
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('format', '1');
-INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', '1');
+INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', '2');
 ";
 
 /// What a file holds, once inspected.
@@ -115,7 +130,10 @@ pub fn inspect(connection: &Connection, path: &Path) -> Result<SchemaState, Sqli
         });
     }
     let schema_version = meta_value(connection, path, "schema_version")?;
-    if let Some(version) = schema_version.as_deref().filter(|v| *v != SCHEMA_VERSION) {
+    if let Some(version) = schema_version
+        .as_deref()
+        .filter(|v| !READABLE_VERSIONS.contains(v))
+    {
         return Err(SqliteError::UnsupportedVersion {
             path: path.to_owned(),
             key: "schema_version",
@@ -148,12 +166,26 @@ pub fn create_or_migrate(connection: &mut Connection, path: &Path) -> Result<(),
         ))?;
     match inspect(&transaction, path)? {
         SchemaState::Audit {
+            schema_version: Some(version),
+        } if version == SCHEMA_VERSION => return Ok(()),
+        SchemaState::Audit {
             schema_version: Some(_),
-        } => return Ok(()),
+        } => {
+            transaction
+                .execute_batch(MIGRATE_1_TO_2)
+                .map_err(SqliteError::sqlite(path, "migrating the schema to version 2"))?;
+        }
         SchemaState::Audit {
             schema_version: None,
+        } => {
+            transaction
+                .execute_batch(CREATE_SCHEMA)
+                .map_err(SqliteError::sqlite(path, "recording the schema version"))?;
+            transaction
+                .execute_batch(MIGRATE_1_TO_2)
+                .map_err(SqliteError::sqlite(path, "migrating the schema to version 2"))?;
         }
-        | SchemaState::Empty => {
+        SchemaState::Empty => {
             transaction
                 .execute_batch(CREATE_SCHEMA)
                 .map_err(SqliteError::sqlite(path, "creating the audit schema"))?;

@@ -195,10 +195,10 @@ pub(crate) fn open_writer(path: &Path, options: SqliteOptions) -> Result<Connect
         Connection::open(path).map_err(SqliteError::sqlite(path, "opening read-write"))?;
     configure(&connection, path, options)?;
     let up_to_date = matches!(
-        current,
+        &current,
         Some(schema::SchemaState::Audit {
-            schema_version: Some(_)
-        })
+            schema_version: Some(version)
+        }) if version == schema::SCHEMA_VERSION
     );
     if !up_to_date {
         schema::create_or_migrate(&mut connection, path)?;
@@ -490,7 +490,7 @@ pub(crate) fn insert_dead_letters(
 ) -> Result<(), SinkError> {
     let mut statement = transaction
         .prepare_cached(
-            "INSERT INTO audit_dead_letters (chain_id, event_id, event_json, failure_reason, failed_at, attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO audit_dead_letters (chain_id, event_id, event_json, failure_reason, failed_at, attempts, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(|error| sink_error(describe, "preparing the dead-letter insert", error))?;
     for letter in letters {
@@ -501,7 +501,9 @@ pub(crate) fn insert_dead_letters(
                 letter.event_json,
                 letter.failure_reason,
                 letter.failed_at,
-                letter.attempts
+                letter.attempts,
+                letter.key_id,
+                letter.sig
             ])
             .map_err(|error| sink_error(describe, "inserting a dead letter", error))?;
     }

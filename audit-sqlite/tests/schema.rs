@@ -40,7 +40,7 @@ fn a_new_file_gets_the_schema_and_meta_rows() {
         meta,
         [
             ("format".into(), "1".into()),
-            ("schema_version".into(), "1".into())
+            ("schema_version".into(), "2".into())
         ]
     );
     let mode: String = connection
@@ -50,7 +50,7 @@ fn a_new_file_gets_the_schema_and_meta_rows() {
     assert_eq!(
         schema::inspect_file(&path).unwrap(),
         schema::SchemaState::Audit {
-            schema_version: Some("1".into())
+            schema_version: Some("2".into())
         }
     );
     drop(open(&path).unwrap());
@@ -75,7 +75,7 @@ fn a_file_without_schema_version_is_migrated_by_a_writer() {
     assert_eq!(
         schema::inspect_file(&path).unwrap(),
         schema::SchemaState::Audit {
-            schema_version: Some("1".into())
+            schema_version: Some("2".into())
         }
     );
 }
@@ -89,7 +89,7 @@ fn a_newer_schema_version_is_refused_untouched() {
         let connection = rusqlite::Connection::open(&path).unwrap();
         connection
             .execute(
-                "UPDATE audit_meta SET value = '2' WHERE key = 'schema_version'",
+                "UPDATE audit_meta SET value = '3' WHERE key = 'schema_version'",
                 [],
             )
             .unwrap();
@@ -100,7 +100,7 @@ fn a_newer_schema_version_is_refused_untouched() {
     let before = std::fs::read(&path).unwrap();
     let error = open(&path).unwrap_err();
     assert!(
-        matches!(&error, SqliteError::UnsupportedVersion { key: "schema_version", value, .. } if value == "2"),
+        matches!(&error, SqliteError::UnsupportedVersion { key: "schema_version", value, .. } if value == "3"),
         "{error:?}"
     );
     let message = error.to_string();

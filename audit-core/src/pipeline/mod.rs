@@ -308,6 +308,13 @@ impl PipelineBuilder {
         self
     }
 
+    /// Authenticates the fallback file's dead letters with the chain's key,
+    /// so that a replay can tell them from forged lines.
+    pub fn dead_letter_signer(mut self, signer: std::sync::Arc<crate::keys::AuditSigner>) -> Self {
+        self.config.letter_signer = Some(signer);
+        self
+    }
+
     /// The `pipeline` label of exported metrics and logs (default `default`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();

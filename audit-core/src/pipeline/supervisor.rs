@@ -27,6 +27,7 @@ pub(crate) struct SupervisorConfig {
     pub(crate) max_restarts: u32,
     pub(crate) fallback: Option<FallbackFile>,
     pub(crate) chain: ChainId,
+    pub(crate) letter_signer: Option<std::sync::Arc<crate::keys::AuditSigner>>,
 }
 
 impl Default for SupervisorConfig {
@@ -38,6 +39,7 @@ impl Default for SupervisorConfig {
             max_restarts: 10,
             fallback: None,
             chain: ChainId::default(),
+            letter_signer: None,
         }
     }
 }
@@ -299,7 +301,13 @@ impl Supervisor {
         };
         let letters: Vec<DeadLetter> = events
             .iter()
-            .map(|event| DeadLetter::new(&self.config.chain, event, reason, failures))
+            .map(|event| {
+                let letter = DeadLetter::new(&self.config.chain, event, reason, failures);
+                match &self.config.letter_signer {
+                    Some(signer) => letter.authenticated(signer),
+                    None => letter,
+                }
+            })
             .collect();
         let path = file.path().display().to_string();
         let written = tokio::task::spawn_blocking(move || file.append(&letters)).await;

@@ -74,6 +74,8 @@ pub fn replay(path: &Path, options: &ChainSinkOptions) -> ReplayReport {
             .await
             .unwrap();
         let mut writer = ChainWriter::new(store, options);
-        replay_dead_letters(&source, &mut writer).await.unwrap()
+        replay_dead_letters(&source, &mut writer, &Keyring::new())
+            .await
+            .unwrap()
     })
 }
