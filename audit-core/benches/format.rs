@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use audit_core::AuditEvent;
 use audit_core::canonical::{canonicalize, canonicalize_serialize, check_numbers};
-use audit_core::digest::Digest;
-use sha2::Digest as _;
 use audit_core::chain::{ChainHead, ChainId, Sealer, SignMode, Verifier, VerifyOptions};
+use audit_core::digest::Digest;
 use audit_core::keys::{AuditSigner, Keyring};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Map, Value, json};
+use sha2::Digest as _;
 
 /// A refusal payload of about 300 bytes, like the demo's.
 fn payload(n: u64) -> Value {
@@ -117,7 +117,13 @@ fn old_build(event_type: &str, actor: &str, payload: Value) -> Arc<(Vec<String>,
         Some(Value::String(value)) => value,
         _ => String::new(),
     };
-    let strings = vec![take("id"), take("type"), take("actor"), take("time"), canonical];
+    let strings = vec![
+        take("id"),
+        take("type"),
+        take("actor"),
+        take("time"),
+        canonical,
+    ];
     Arc::new((strings, hash))
 }
 
@@ -134,7 +140,8 @@ fn old_from_canonical(canonical: &str) -> bool {
     };
     let (id, event_type, actor, time) = (take("id"), take("type"), take("actor"), take("time"));
     let payload = members.remove("payload").unwrap_or(Value::Null);
-    let id_ok = matches!(uuid::Uuid::try_parse(&id), Ok(parsed) if parsed.hyphenated().to_string() == id);
+    let id_ok =
+        matches!(uuid::Uuid::try_parse(&id), Ok(parsed) if parsed.hyphenated().to_string() == id);
     let time_ok = audit_core::event::validate_time(time.clone()).is_ok();
     check_numbers(&payload, "$.payload").unwrap();
     let mut rebuilt = Map::new();
@@ -184,13 +191,9 @@ fn bench_canonical(c: &mut Criterion) {
         )
     });
     group.bench_function("new_from_serialize", |b| {
-        b.iter(|| {
-            AuditEvent::from_serialize("governance.refusal", "agent:alice", &typed).unwrap()
-        })
+        b.iter(|| AuditEvent::from_serialize("governance.refusal", "agent:alice", &typed).unwrap())
     });
-    group.bench_function("payload_value_construction_only", |b| {
-        b.iter(|| payload(7))
-    });
+    group.bench_function("payload_value_construction_only", |b| b.iter(|| payload(7)));
     group.finish();
 
     let mut group = c.benchmark_group("event_parts");

@@ -78,7 +78,9 @@ fn bench_submit(c: &mut Criterion) {
     group.bench_function("build_and_submit_300b_payload", |b| {
         b.iter_batched(
             || value.clone(),
-            |value| queue.submit(AuditEvent::new("governance.refusal", "agent:alice", value).unwrap()),
+            |value| {
+                queue.submit(AuditEvent::new("governance.refusal", "agent:alice", value).unwrap())
+            },
             criterion::BatchSize::SmallInput,
         )
     });

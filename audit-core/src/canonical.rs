@@ -103,6 +103,8 @@ pub fn canonicalize_serialize_into<T: Serialize + ?Sized>(
         out: &mut *out,
         base: path,
         path: Vec::new(),
+        members: Vec::new(),
+        scratch: String::new(),
     };
     match value.serialize(&mut serializer) {
         Ok(()) => Ok(()),
@@ -317,7 +319,9 @@ fn write_safe_integer(negative: bool, magnitude: u64, out: &mut String) -> Resul
             break;
         }
     }
-    digits[start..].iter().for_each(|&digit| out.push(char::from(digit)));
+    digits[start..]
+        .iter()
+        .for_each(|&digit| out.push(char::from(digit)));
     Ok(())
 }
 
@@ -366,6 +370,11 @@ struct CanonicalSerializer<'o> {
     /// JSONPath of the root value, e.g. `$.payload`.
     base: &'o str,
     path: Vec<Step>,
+    /// The members of every open object, innermost last (one allocation for
+    /// the whole value instead of one per object).
+    members: Vec<Member>,
+    /// Where an object's members are copied while they are put in order.
+    scratch: String,
 }
 
 impl<'o> CanonicalSerializer<'o> {
@@ -415,7 +424,11 @@ impl<'o> CanonicalSerializer<'o> {
         if !float.is_finite() {
             return Err(self.not_serializable(&format!("the non-finite number {float}")));
         }
-        write_float(float, self.out).map_err(|Refused| self.unsafe_number(float))
+        // The number as serde_json writes it, as in `check_numbers`.
+        write_float(float, self.out).map_err(|Refused| match Number::from_f64(float) {
+            Some(number) => self.unsafe_number(number),
+            None => self.unsafe_number(float),
+        })
     }
 
     /// Writes a JSON text given by serde_json's private tokens (`RawValue`,
@@ -430,10 +443,11 @@ impl<'o> CanonicalSerializer<'o> {
     fn begin_object(&mut self) -> ObjectWriter<'_, 'o> {
         self.out.push('{');
         let start = self.out.len();
+        let first_member = self.members.len();
         ObjectWriter {
             serializer: self,
             start,
-            members: Vec::new(),
+            first_member,
             pending_key: None,
             embedded: None,
         }
@@ -638,10 +652,11 @@ impl<'s, 'o> ser::Serializer for &'s mut CanonicalSerializer<'o> {
         _len: usize,
     ) -> Result<ObjectWriter<'s, 'o>, SerError> {
         if name == RAW_VALUE_TOKEN || name == NUMBER_TOKEN {
+            let first_member = self.members.len();
             return Ok(ObjectWriter {
                 serializer: self,
                 start: 0,
-                members: Vec::new(),
+                first_member,
                 pending_key: None,
                 embedded: Some(String::new()),
             });
@@ -753,7 +768,8 @@ struct ObjectWriter<'s, 'o> {
     serializer: &'s mut CanonicalSerializer<'o>,
     /// Where the first member starts in the output (after `{`).
     start: usize,
-    members: Vec<Member>,
+    /// Where this object's members start in the serializer's member stack.
+    first_member: usize,
     pending_key: Option<Cow<'static, str>>,
     /// `Some` for serde_json's private tokens: the embedded JSON text.
     embedded: Option<String>,
@@ -766,7 +782,7 @@ impl ObjectWriter<'_, '_> {
         value: &T,
     ) -> Result<(), SerError> {
         let out = &mut *self.serializer.out;
-        if !self.members.is_empty() {
+        if self.serializer.members.len() > self.first_member {
             out.push(',');
         }
         let begin = out.len();
@@ -778,9 +794,10 @@ impl ObjectWriter<'_, '_> {
             Some(Step::Key(key)) => key,
             _ => Cow::Borrowed(""),
         };
-        self.members.push(Member {
+        let end = self.serializer.out.len();
+        self.serializer.members.push(Member {
             key,
-            bytes: begin..self.serializer.out.len(),
+            bytes: begin..end,
         });
         Ok(())
     }
@@ -790,26 +807,30 @@ impl ObjectWriter<'_, '_> {
         if let Some(json) = self.embedded.take() {
             return self.serializer.embedded_json(&json);
         }
-        let in_order = self
-            .members
+        let serializer = &mut *self.serializer;
+        let members = &mut serializer.members[self.first_member..];
+        let in_order = members
             .windows(2)
             .all(|pair| cmp_utf16(&pair[0].key, &pair[1].key) == Ordering::Less);
         if !in_order {
-            self.members.sort_by(|a, b| cmp_utf16(&a.key, &b.key));
-            if let Some(pair) = self.members.windows(2).find(|pair| pair[0].key == pair[1].key) {
+            members.sort_by(|a, b| cmp_utf16(&a.key, &b.key));
+            if let Some(pair) = members.windows(2).find(|pair| pair[0].key == pair[1].key) {
                 let detail = format!("duplicate object member {:?}", pair[0].key);
-                return Err(self.serializer.not_serializable(&detail));
+                return Err(serializer.not_serializable(&detail));
             }
-            let written = self.serializer.out.split_off(self.start);
-            let out = &mut *self.serializer.out;
-            for (index, member) in self.members.iter().enumerate() {
+            let scratch = &mut serializer.scratch;
+            scratch.clear();
+            scratch.push_str(&serializer.out[self.start..]);
+            serializer.out.truncate(self.start);
+            for (index, member) in members.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    serializer.out.push(',');
                 }
                 let range = member.bytes.start - self.start..member.bytes.end - self.start;
-                out.push_str(&written[range]);
+                serializer.out.push_str(&scratch[range]);
             }
         }
+        serializer.members.truncate(self.first_member);
         self.serializer.out.push('}');
         if variant {
             self.serializer.end_variant();
@@ -1143,9 +1164,24 @@ mod tests {
     #[test]
     fn cmp_utf16_agrees_with_transcoding_on_edge_pairs() {
         let names = [
-            "", "a", "ab", "\u{7f}", "\u{80}", "\u{7ff}", "\u{800}", "\u{d7ff}", "\u{e000}",
-            "\u{ff61}", "\u{ffff}", "\u{10000}", "\u{1f600}", "\u{10ffff}", "a\u{e000}",
-            "a\u{1f600}", "\u{e000}\u{0}", "\u{1f600}\u{0}",
+            "",
+            "a",
+            "ab",
+            "\u{7f}",
+            "\u{80}",
+            "\u{7ff}",
+            "\u{800}",
+            "\u{d7ff}",
+            "\u{e000}",
+            "\u{ff61}",
+            "\u{ffff}",
+            "\u{10000}",
+            "\u{1f600}",
+            "\u{10ffff}",
+            "a\u{e000}",
+            "a\u{1f600}",
+            "\u{e000}\u{0}",
+            "\u{1f600}\u{0}",
         ];
         for a in names {
             for b in names {
@@ -1229,7 +1265,12 @@ mod tests {
             Tuple(u8, u8),
             Named { z: u8, a: u8 },
         }
-        let shapes = vec![Shape::Unit, Shape::New(-3), Shape::Tuple(1, 2), Shape::Named { z: 1, a: 2 }];
+        let shapes = vec![
+            Shape::Unit,
+            Shape::New(-3),
+            Shape::Tuple(1, 2),
+            Shape::Named { z: 1, a: 2 },
+        ];
         let expected = canonicalize(&serde_json::to_value(&shapes).unwrap()).unwrap();
         assert_eq!(canonicalize_serialize(&shapes).unwrap(), expected);
         assert_eq!(
@@ -1240,7 +1281,11 @@ mod tests {
 
     #[test]
     fn raw_values_are_canonicalised_not_copied() {
-        let raw = serde_json::value::RawValue::from_string(r#"{"b": 1.50, "a": 1e2}"#.into()).unwrap();
-        assert_eq!(canonicalize_serialize(&raw).unwrap(), r#"{"a":100,"b":1.5}"#);
+        let raw =
+            serde_json::value::RawValue::from_string(r#"{"b": 1.50, "a": 1e2}"#.into()).unwrap();
+        assert_eq!(
+            canonicalize_serialize(&raw).unwrap(),
+            r#"{"a":100,"b":1.5}"#
+        );
     }
 }

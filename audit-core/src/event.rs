@@ -5,6 +5,14 @@
 //! exactly once, on the producer's side, so the drainer only seals.
 //! Cloning is cheap (one reference count).
 //!
+//! `E` is written in one pass into one buffer: the members in their
+//! canonical order, the payload canonicalised in place (from a
+//! `serde_json::Value`, or from any `Serialize` with
+//! [`AuditEvent::from_serialize`], with no `Value` in between), then hashed.
+//! The id is a UUIDv7 from `uuid`'s thread-local random source and the time is
+//! formatted without chrono's format machinery: building a 300-byte event costs
+//! a few microseconds.
+//!
 //! ```
 //! use audit_core::AuditEvent;
 //! use serde_json::json;

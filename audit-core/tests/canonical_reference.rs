@@ -156,17 +156,23 @@ fn any_refusal() -> impl Strategy<Value = Refusal> {
         prop::option::of(any::<f64>().prop_filter("finite", |float| float.is_finite())),
         0u128..=u128::from(MAX_SAFE_INTEGER),
         prop::collection::vec(any::<u8>(), 0..6),
-        prop::collection::btree_map(any::<char>(), prop::collection::vec(any_action(), 0..3), 0..4),
+        prop::collection::btree_map(
+            any::<char>(),
+            prop::collection::vec(any_action(), 0..3),
+            0..4,
+        ),
     )
-        .prop_map(|(zone, labels, action, score, count, bytes, nested)| Refusal {
-            zone,
-            labels,
-            action,
-            score,
-            count,
-            bytes,
-            nested,
-        })
+        .prop_map(
+            |(zone, labels, action, score, count, bytes, nested)| Refusal {
+                zone,
+                labels,
+                action,
+                score,
+                count,
+                bytes,
+                nested,
+            },
+        )
 }
 
 proptest! {
@@ -195,9 +201,10 @@ proptest! {
 
     #[test]
     fn typed_payloads_equal_their_value_round_trip(refusal in any_refusal()) {
+        // Refusals too: a score that is an integral double beyond 2^53 is
+        // refused with the same path and number.
         let through_value = serde_json::to_value(&refusal).unwrap();
-        let expected = reference(&through_value).unwrap();
-        prop_assert_eq!(canonicalize_serialize(&refusal).unwrap(), expected);
+        prop_assert_eq!(canonicalize_serialize(&refusal), reference(&through_value));
     }
 
     #[test]
@@ -206,6 +213,7 @@ proptest! {
         actor in any_text().prop_filter("actor length", |actor| actor.len() <= 1024),
     ) {
         let value = serde_json::to_value(&refusal).unwrap();
+        prop_assume!(check_numbers(&value, "$").is_ok());
         let (id, time) = ("0190b0c4-0000-7000-8000-000000000000", "2026-01-02T03:04:05.123456Z");
         let typed = AuditEvent::builder_from_serialize("t.e", actor.clone(), &refusal)
             .unwrap()
@@ -262,7 +270,8 @@ fn unsafe_numbers_in_typed_payloads_are_refused_with_their_path() {
     struct Counter {
         total: i128,
     }
-    let error = AuditEvent::from_serialize("t", "a", &vec![Counter { total: -(1 << 60) }]).unwrap_err();
+    let error =
+        AuditEvent::from_serialize("t", "a", &vec![Counter { total: -(1 << 60) }]).unwrap_err();
     assert_eq!(
         error,
         EventError::UnsafeInteger {
@@ -282,7 +291,7 @@ fn non_string_map_keys_and_non_finite_floats_are_refused() {
         Err(EventError::NotSerializable { .. })
     ));
     assert!(matches!(
-        AuditEvent::from_serialize("t", "a", &json!({"ok": 1}).as_object().map(|_| f64::INFINITY)),
+        AuditEvent::from_serialize("t", "a", &Some(f64::INFINITY)),
         Err(EventError::NotSerializable { ref detail }) if detail.contains("$.payload")
     ));
 }
