@@ -29,7 +29,8 @@ const EDGE_FLOATS: &[f64] = &[
     9.999999999999999e20,
     1e-7,
     1e-6,
-    9.999999999999999e-7,
+    // The double just below 1e-6, where the exponent form starts.
+    f64::from_bits(1e-6f64.to_bits() - 1),
     5e-324,
     -5e-324,
     2.2250738585072014e-308,
