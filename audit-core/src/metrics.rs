@@ -12,7 +12,23 @@
 //! outcome counters first and `submitted` last (all sequentially consistent),
 //! so every outcome it sees belongs to a submission it also sees, and
 //! `in_flight` is never negative. An event whose hand-over is being refused
-//! may show as in flight for an instant. Every counter is a plain atomic.
+//! may show as in flight for an instant. Every counter is a plain atomic, and
+//! every derived figure uses saturating arithmetic, so no interleaving can
+//! make one wrap around.
+//!
+//! ## Queue depth
+//!
+//! The depth is counted up *before* an event is handed to the channel (and
+//! down again if the hand-over is refused), and down when the drainer takes
+//! events off the channel, so the count can never fall below zero: an
+//! event's increment happens before its send, which happens before its
+//! receipt. The counter is signed all the same and read clamped to
+//! `0..=in_flight`, so that a snapshot never shows more events waiting than
+//! are in flight, nor a wrapped value. The deepest queue seen,
+//! [`MetricsSnapshot::peak_queue_depth`], is kept with `fetch_max` of the
+//! depth each admission produced (never negative), so it cannot wrap
+//! either; it may count for an instant an event whose hand-over is then
+//! refused.
 //!
 //! `dead_lettered` counts both the sink's own dead letters (`dlq_landed`) and
 //! the events written to the pipeline's fallback file. Events refused before
@@ -58,7 +74,7 @@
 //! assert_eq!(snapshot.submitted, 0);
 //! ```
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds (inclusive, microseconds) of the append-latency buckets;
@@ -91,7 +107,8 @@ impl Ledger {
         let dead_lettered = self.dead_lettered.load(LEDGER);
         let lost = self.lost.load(LEDGER);
         let submitted = self.submitted.load(LEDGER);
-        let in_flight = submitted.saturating_sub(appended + dead_lettered + lost);
+        let resolved = appended.saturating_add(dead_lettered).saturating_add(lost);
+        let in_flight = submitted.saturating_sub(resolved);
         (submitted, appended, dead_lettered, lost, in_flight)
     }
 }
@@ -107,7 +124,9 @@ pub struct PipelineMetrics {
     unique_race_retries: AtomicU64,
     drainer_panics: AtomicU64,
     restarts: AtomicU64,
-    queue_depth: AtomicU64,
+    /// Signed so that no interleaving can wrap it; see the module docs.
+    queue_depth: AtomicI64,
+    peak_queue_depth: AtomicU64,
     batches: AtomicU64,
     last_batch_size: AtomicU64,
     max_batch_size: AtomicU64,
@@ -141,8 +160,10 @@ pub struct MetricsSnapshot {
     pub drainer_panics: u64,
     /// Sink rebuilds after a failure.
     pub restarts: u64,
-    /// Events waiting in the channel.
+    /// Events waiting in the channel (never more than `in_flight`).
     pub queue_depth: u64,
+    /// The deepest the channel has been since the pipeline started.
+    pub peak_queue_depth: u64,
     /// Batches the sink accepted.
     pub batches: u64,
     /// Size of the last batch the sink accepted.
@@ -159,14 +180,21 @@ pub struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
-    /// Whether `submitted = appended + dead_lettered + lost + in_flight`.
+    /// Whether `submitted = appended + dead_lettered + lost + in_flight`
+    /// (a sum that overflows `u64` is not balanced).
     pub fn is_balanced(&self) -> bool {
-        self.submitted == self.appended + self.dead_lettered + self.lost + self.in_flight
+        self.appended
+            .checked_add(self.dead_lettered)
+            .and_then(|sum| sum.checked_add(self.lost))
+            .and_then(|sum| sum.checked_add(self.in_flight))
+            == Some(self.submitted)
     }
 
-    /// Events resolved so far: appended, dead-lettered or lost.
+    /// Events resolved so far: appended, dead-lettered or lost (saturating).
     pub fn resolved(&self) -> u64 {
-        self.appended + self.dead_lettered + self.lost
+        self.appended
+            .saturating_add(self.dead_lettered)
+            .saturating_add(self.lost)
     }
 }
 
@@ -182,7 +210,8 @@ impl PipelineMetrics {
             unique_race_retries: AtomicU64::new(0),
             drainer_panics: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
-            queue_depth: AtomicU64::new(0),
+            queue_depth: AtomicI64::new(0),
+            peak_queue_depth: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             last_batch_size: AtomicU64::new(0),
             max_batch_size: AtomicU64::new(0),
@@ -213,7 +242,8 @@ impl PipelineMetrics {
             unique_race_retries: load(&self.unique_race_retries),
             drainer_panics: load(&self.drainer_panics),
             restarts: load(&self.restarts),
-            queue_depth: load(&self.queue_depth),
+            queue_depth: self.depth().min(in_flight),
+            peak_queue_depth: load(&self.peak_queue_depth),
             batches: load(&self.batches),
             last_batch_size: load(&self.last_batch_size),
             max_batch_size: load(&self.max_batch_size),
@@ -228,6 +258,28 @@ impl PipelineMetrics {
     /// Events submitted and not yet resolved.
     pub fn in_flight(&self) -> u64 {
         self.ledger.read().4
+    }
+
+    /// Events waiting in the channel, never negative.
+    fn depth(&self) -> u64 {
+        u64::try_from(self.queue_depth.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// The deepest the channel has been since the pipeline started.
+    pub fn peak_queue_depth(&self) -> u64 {
+        self.peak_queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Counts `count` events as waiting and raises the peak to the depth
+    /// this makes.
+    fn enqueued(&self, count: u64) {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        let depth = self
+            .queue_depth
+            .fetch_add(count, Ordering::Relaxed)
+            .saturating_add(count);
+        self.peak_queue_depth
+            .fetch_max(u64::try_from(depth).unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Whether the pipeline is in its terminal state.
@@ -280,11 +332,12 @@ impl PipelineMetrics {
     /// send fails the count is taken back, otherwise the event is queued.
     pub(crate) fn admit<T>(&self, send: impl FnOnce() -> Result<(), T>) -> Result<(), T> {
         self.ledger.submitted.fetch_add(1, LEDGER);
+        self.enqueued(1);
         if let Err(error) = send() {
+            self.queue_depth.fetch_sub(1, Ordering::Relaxed);
             self.ledger.submitted.fetch_sub(1, LEDGER);
             return Err(error);
         }
-        self.queue_depth.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -292,7 +345,7 @@ impl PipelineMetrics {
     /// waiting, before the drainer takes them.
     pub(crate) fn admit_recovered(&self, count: u64) {
         self.ledger.submitted.fetch_add(count, LEDGER);
-        self.queue_depth.fetch_add(count, Ordering::Relaxed);
+        self.enqueued(count);
     }
 
     /// Counts an event refused by `submit`: submitted and lost at once.
@@ -309,7 +362,8 @@ impl PipelineMetrics {
 
     /// The drainer took `count` events off the channel.
     pub(crate) fn dequeued(&self, count: usize) {
-        self.queue_depth.fetch_sub(count as u64, Ordering::Relaxed);
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.queue_depth.fetch_sub(count, Ordering::Relaxed);
     }
 
     /// Counts resolved events (they leave the derived `in_flight`).
@@ -425,6 +479,132 @@ mod tests {
         });
         let snapshot = metrics.snapshot();
         assert_eq!((snapshot.appended, snapshot.in_flight), (20_000, 0));
+    }
+
+    /// Producers admit (some hand-overs refused, some events lost at submit)
+    /// into a small channel, resolvers take and resolve every event as
+    /// appended, dead-lettered or lost, while observers take snapshots.
+    #[test]
+    fn hammered_ledger_never_underflows_and_balances_once_quiescent() {
+        use std::sync::mpsc::{TrySendError, sync_channel};
+        use std::sync::{Arc, Mutex};
+
+        const PRODUCERS: u64 = 4;
+        const PER_PRODUCER: u64 = 25_000;
+        const CAPACITY: usize = 64;
+        let metrics = PipelineMetrics::new("hammer");
+        let (tx, rx) = sync_channel::<u64>(CAPACITY);
+        let rx = Arc::new(Mutex::new(rx));
+        let producing = AtomicU64::new(PRODUCERS);
+        let snapshots_taken = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            let metrics = &metrics;
+            let producing = &producing;
+            let snapshots_taken = &snapshots_taken;
+            for producer in 0..PRODUCERS {
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    for n in 0..PER_PRODUCER {
+                        if n % 97 == 0 {
+                            metrics.lost_at_submit();
+                            continue;
+                        }
+                        let event = producer * PER_PRODUCER + n;
+                        loop {
+                            match metrics.admit(|| tx.try_send(event)) {
+                                Ok(()) => break,
+                                Err(TrySendError::Full(_)) => {
+                                    metrics.send_failure();
+                                    std::thread::yield_now();
+                                }
+                                Err(TrySendError::Disconnected(_)) => return,
+                            }
+                        }
+                    }
+                    producing.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+            drop(tx);
+            for _ in 0..2 {
+                let rx = Arc::clone(&rx);
+                scope.spawn(move || {
+                    loop {
+                        let received = rx.lock().map(|rx| rx.recv());
+                        let Ok(Ok(event)) = received else { break };
+                        metrics.dequeued(1);
+                        match event % 3 {
+                            0 => metrics.resolve(1, 0, 0),
+                            1 => metrics.resolve(0, 1, 0),
+                            _ => metrics.resolve(0, 0, 1),
+                        }
+                    }
+                });
+            }
+            for _ in 0..3 {
+                scope.spawn(move || {
+                    let mut rounds = 0;
+                    while rounds < 2_000 || producing.load(Ordering::SeqCst) > 0 {
+                        rounds += 1;
+                        let snapshot = metrics.snapshot();
+                        snapshots_taken.fetch_add(1, Ordering::Relaxed);
+                        assert!(snapshot.in_flight <= snapshot.submitted, "{snapshot:?}");
+                        assert!(snapshot.resolved() <= snapshot.submitted, "{snapshot:?}");
+                        assert!(snapshot.is_balanced(), "{snapshot:?}");
+                        assert!(snapshot.queue_depth <= snapshot.in_flight, "{snapshot:?}");
+                        // A wrapped counter would be near 2^64.
+                        let bound = PRODUCERS * PER_PRODUCER;
+                        assert!(snapshot.submitted <= bound, "{snapshot:?}");
+                        assert!(snapshot.peak_queue_depth <= bound, "{snapshot:?}");
+                        assert!(metrics.in_flight() <= bound);
+                    }
+                });
+            }
+        });
+        let snapshot = metrics.snapshot();
+        let lost_at_submit = PRODUCERS * PER_PRODUCER.div_ceil(97);
+        assert_eq!(snapshot.submitted, PRODUCERS * PER_PRODUCER, "{snapshot:?}");
+        assert_eq!(
+            (snapshot.in_flight, snapshot.queue_depth),
+            (0, 0),
+            "{snapshot:?}"
+        );
+        assert!(snapshot.is_balanced(), "{snapshot:?}");
+        assert_eq!(snapshot.resolved(), snapshot.submitted);
+        assert!(snapshot.lost >= lost_at_submit, "{snapshot:?}");
+        assert_eq!(metrics.queue_depth.load(Ordering::SeqCst), 0);
+        // The channel holds CAPACITY; each producer may count one more for
+        // the instant of a refused hand-over.
+        assert!(snapshot.peak_queue_depth >= 1, "{snapshot:?}");
+        assert!(
+            snapshot.peak_queue_depth <= CAPACITY as u64 + PRODUCERS + 2,
+            "{snapshot:?}"
+        );
+        assert!(snapshots_taken.load(Ordering::Relaxed) >= 6_000);
+    }
+
+    #[test]
+    fn a_dequeue_before_its_count_shows_depth_zero_not_a_wrapped_value() {
+        let metrics = PipelineMetrics::new("t");
+        metrics.dequeued(3);
+        let snapshot = metrics.snapshot();
+        assert_eq!((snapshot.queue_depth, snapshot.peak_queue_depth), (0, 0));
+        metrics.admit_recovered(5);
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.queue_depth, 2);
+        assert_eq!(metrics.peak_queue_depth(), 2);
+    }
+
+    #[test]
+    fn peak_depth_is_the_deepest_queue_seen() {
+        let metrics = PipelineMetrics::new("t");
+        for _ in 0..5 {
+            metrics.admit(|| Ok::<(), ()>(())).unwrap();
+        }
+        metrics.dequeued(4);
+        metrics.admit(|| Ok::<(), ()>(())).unwrap();
+        assert!(metrics.admit(|| Err(())).is_err());
+        let snapshot = metrics.snapshot();
+        assert_eq!((snapshot.queue_depth, snapshot.peak_queue_depth), (2, 5));
     }
 
     #[test]
