@@ -8,11 +8,13 @@
 //! `sslmode=require` with an error saying so. For TLS, pass any connector
 //! implementing [`MakeTlsConnect`] (e.g. from `tokio-postgres-rustls` or
 //! `postgres-native-tls`) to
-//! [`PostgresStore::connect_with_tls`](crate::PostgresStore::connect_with_tls).
+//! [`PostgresStore::connect_with_tls`](crate::PostgresStore::connect_with_tls)
+//! (or [`PostgresSource::connect_with_tls`](crate::PostgresSource::connect_with_tls)).
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use audit_core::store::redact_url;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -48,7 +50,7 @@ impl Default for PostgresOptions {
 /// Parses a connection URL (or key/value string).
 pub fn parse_url(url: &str) -> Result<Config, PostgresError> {
     Config::from_str(url).map_err(|error| PostgresError::BadUrl {
-        url: redact(url),
+        url: redact_url(url),
         detail: detail_of(&error),
     })
 }
@@ -67,22 +69,6 @@ pub fn describe(config: &Config) -> String {
         .collect();
     let database = config.get_dbname().unwrap_or(user);
     format!("postgres://{user}@{}/{database}", hosts.join(","))
-}
-
-/// A URL with any password replaced by `***`, for error messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
 }
 
 /// A connected client; its connection task ends when it is dropped.
@@ -179,12 +165,13 @@ mod tests {
     fn descriptions_and_errors_never_show_the_password() {
         let config = parse_url("postgres://alice:secret@db.example:6543/audit").unwrap();
         assert_eq!(describe(&config), "postgres://alice@db.example:6543/audit");
-        assert_eq!(
-            redact("postgres://alice:secret@db.example/audit?sslmode=x"),
-            "postgres://alice:***@db.example/audit?sslmode=x"
-        );
-        let error =
-            parse_url("postgres://alice:secret@db.example/audit?sslmode=bogus").unwrap_err();
-        assert!(!error.to_string().contains("secret"), "{error}");
+        for url in [
+            "postgres://alice:secret@db.example/audit?sslmode=bogus",
+            "postgres://alice@db.example/audit?password=secret&sslmode=bogus",
+            "host=db.example password=secret sslmode=bogus",
+        ] {
+            let error = parse_url(url).unwrap_err();
+            assert!(!error.to_string().contains("secret"), "{error}");
+        }
     }
 }

@@ -9,12 +9,20 @@
 //! | anything else (permissions, authentication, missing database, schema) | [`ErrorClass::Permanent`] |
 //!
 //! A transient error reaches the pipeline's supervisor, which rebuilds the
-//! sink from its factory (that is, reconnects) with backoff.
+//! sink from its factory (that is, reconnects) with backoff. On the read
+//! side every error becomes a [`SourceError`] (an I/O error, exit 2); what
+//! is wrong *in* the stored rows is never an error there but a finding of
+//! the verifier (see [`crate::read`]).
+//!
+//! No error and no description ever carries a password: servers are named
+//! by [`describe`](crate::describe) (`postgres://user@host:port/db`) and an
+//! unparsable URL by [`redact_url`](audit_core::store::redact_url).
 
 use std::error::Error as _;
 use std::time::Duration;
 
 use audit_core::sink::{ErrorClass, SinkError};
+use audit_core::store::SourceError;
 use tokio_postgres::error::SqlState;
 
 /// What went wrong talking to PostgreSQL.
@@ -138,7 +146,9 @@ pub enum PostgresError {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// A stored value cannot be decoded (e.g. a head row of the wrong shape).
+    /// A stored value the writer needs cannot be decoded (e.g. a head row
+    /// of the wrong shape). Readers report such rows to the verifier
+    /// instead.
     #[error("{target}: corrupt data: {detail}")]
     Corrupt {
         /// The server.
@@ -146,13 +156,22 @@ pub enum PostgresError {
         /// What is wrong.
         detail: String,
     },
-    /// Sealing a batch on the blocking pool failed (it panicked or was cancelled).
-    #[error("{target}: sealing a batch failed: {detail}")]
-    Sealing {
+    /// A seq beyond PostgreSQL's BIGINT (a record to import, a checkpoint).
+    #[error("{target}: seq {seq} does not fit a BIGINT (the largest seq is 9223372036854775807)")]
+    SeqTooLarge {
         /// The server.
         target: String,
-        /// What went wrong.
-        detail: String,
+        /// The seq.
+        seq: u64,
+    },
+    /// A dead-letter key that is not an `audit_dead_letters.id` (decimal
+    /// text), e.g. a key read from another store.
+    #[error("{target}: {key:?} is not a dead-letter key of this store (an audit_dead_letters id)")]
+    BadDeadLetterKey {
+        /// The server.
+        target: String,
+        /// The key given.
+        key: String,
     },
 }
 
@@ -183,7 +202,8 @@ impl PostgresError {
             | PostgresError::ForeignSchema { target, .. }
             | PostgresError::CannotCreateSchema { target, .. }
             | PostgresError::Corrupt { target, .. }
-            | PostgresError::Sealing { target, .. } => target,
+            | PostgresError::SeqTooLarge { target, .. }
+            | PostgresError::BadDeadLetterKey { target, .. } => target,
         }
     }
 
@@ -206,6 +226,12 @@ impl From<PostgresError> for SinkError {
     fn from(error: PostgresError) -> Self {
         SinkError::new(error.target().to_owned(), error.class(), error.to_string())
             .with_source(error)
+    }
+}
+
+impl From<PostgresError> for SourceError {
+    fn from(error: PostgresError) -> Self {
+        SourceError::new(error.target().to_owned(), error.to_string()).with_source(error)
     }
 }
 

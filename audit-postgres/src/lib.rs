@@ -1,35 +1,45 @@
 //! # audit-postgres
 //!
-//! The PostgreSQL chain sink of `deferred-audit`: one FORMAT.md v1 chain
-//! shared by many writer processes on many machines.
+//! The PostgreSQL storage of `deferred-audit`: one FORMAT.md v1 chain
+//! shared by many writer processes on many machines. Storage only: the
+//! batch plan, sealing, verification, export and dead-letter replay are
+//! `audit-core`'s, and run over this crate's two implementations of the
+//! core's storage traits.
 //!
-//! - [`PostgresSink`] (= `ChainWriter<PostgresStore>`) is the
-//!   [`AuditSink`](audit_core::sink::AuditSink): one batch is one
-//!   transaction and one `INSERT … SELECT … FROM unnest(…)` statement;
-//!   writers of a chain take turns on a locked head row ([`append`] says
-//!   why); event ids are idempotent.
-//! - [`schema`]: the tables of FORMAT.md section 6, created and migrated on
-//!   connect; another format or a newer version is refused untouched.
+//! - [`PostgresStore`] implements the write side,
+//!   [`ChainStore`](audit_core::store::ChainStore): one append attempt is
+//!   one transaction on a locked head row ([`write`](mod@write) says why) and one
+//!   `INSERT … SELECT … FROM unnest(…)` statement.
+//!   [`PostgresSink`] (= `ChainWriter<PostgresStore>`) is the
+//!   [`AuditSink`](audit_core::sink::AuditSink); [`sink_factory`] gives the
+//!   pipeline's supervisor a fresh connection per (re)start.
+//! - [`PostgresSource`] ([`open_source`]) implements the read side,
+//!   [`ChainSource`](audit_core::store::ChainSource): every chain of every
+//!   table, every stored row as stored ([`read`](mod@read)).
+//! - [`schema`]: the tables of FORMAT.md section 6, created and migrated by
+//!   writers on connect; another format or a newer version is refused
+//!   untouched.
 //! - [`connect`]: URLs, TLS, timeouts. [`error`]: typed errors classified
-//!   by SQLSTATE; a lost connection is transient, so the pipeline's
-//!   supervisor reconnects through [`sink_factory`] with backoff.
-//! - [`dead_letters`]: listing and transactional replay of
-//!   `audit_dead_letters`.
-//! - [`verify`]: constant-memory verification ([`verify_postgres`]) and a
-//!   read-only [`PostgresReader`] for export.
+//!   by SQLSTATE; a lost connection is transient, so the supervisor
+//!   reconnects through [`sink_factory`] with backoff.
 //!
 //! ```no_run
 //! use audit_core::chain_writer::ChainSinkOptions;
+//! use audit_core::keys::Keyring;
 //! use audit_core::sink::AuditSink;
+//! use audit_core::verification::{SourceVerifyOptions, verify_source};
 //! use audit_core::AuditEvent;
-//! use audit_postgres::{PostgresOptions, PostgresSink, PostgresSinkExt};
+//! use audit_postgres::{PostgresOptions, PostgresSink, PostgresSinkExt, open_source};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let url = "postgres://audit@db.example/audit?sslmode=disable";
-//! let mut sink = PostgresSink::connect(url, ChainSinkOptions::default(), PostgresOptions::default()).await?;
+//! let mut sink = PostgresSink::connect(url, ChainSinkOptions::unsigned(), PostgresOptions::default()).await?;
 //! let event = AuditEvent::new("governance.refusal", "agent:a", serde_json::json!({"why": "policy"}))?;
-//! let outcomes = sink.append_batch(&[event]).await?;
-//! # drop(outcomes);
+//! sink.append_batch(&[event]).await?;
+//!
+//! let source = open_source(url, PostgresOptions::default()).await?;
+//! let report = verify_source(&source, &Keyring::new(), SourceVerifyOptions::default()).await?;
+//! assert!(report.is_ok());
 //! # Ok(())
 //! # }
 //! ```
@@ -37,14 +47,11 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod append;
 pub mod connect;
-pub mod dead_letters;
 pub mod error;
+pub mod read;
 pub mod schema;
-mod statements;
-pub mod store;
-pub mod verify;
+pub mod write;
 
 use std::future::Future;
 
@@ -52,10 +59,9 @@ use audit_core::chain_writer::{ChainSinkOptions, ChainWriter};
 use audit_core::sink::{SinkError, SinkFactory};
 
 pub use connect::{PostgresOptions, describe, parse_url};
-pub use dead_letters::{ReplayReport, StoredDeadLetter};
 pub use error::PostgresError;
-pub use store::PostgresStore;
-pub use verify::{PostgresReader, StoredRecord, verify_postgres};
+pub use read::{PostgresSource, open_source};
+pub use write::PostgresStore;
 
 /// The PostgreSQL chain sink: the shared chain policy over a [`PostgresStore`].
 pub type PostgresSink = ChainWriter<PostgresStore>;

@@ -12,9 +12,18 @@
 //! - another format, a newer version, or audit tables without `audit_meta`:
 //!   refused with an error, and the database is never modified.
 //!
+//! Readers ([`crate::PostgresSource`]) and writers opened without
+//! `create_schema` only inspect and never write (see [`require`]): a writer
+//! needs the current version, a reader reads every version.
+//!
+//! Versions: 1 is FORMAT.md section 6 as written; 2 adds the writer's
+//! authentication of dead letters (`key_id`, `signature` of
+//! `audit_dead_letters`, see [`DeadLetter::authenticate`](audit_core::dead_letter::DeadLetter::authenticate)).
+//!
 //! Beyond section 6 there is one extra table, `audit_heads` (one row per
 //! chain: its last seq and record hash), locked by writers to serialise
-//! appends (see [`crate::store`]).
+//! appends (see [`crate::write`]). Verification reads it too: a head row
+//! beyond the chain's last record means records were deleted.
 
 use tokio_postgres::{Client, GenericClient};
 
@@ -24,7 +33,7 @@ use crate::error::PostgresError;
 pub const FORMAT: &str = "1";
 
 /// The newest schema version this library knows.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Every table of the schema.
 pub const TABLES: [&str; 5] = [
@@ -36,7 +45,8 @@ pub const TABLES: [&str; 5] = [
 ];
 
 /// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE audit_records (
   chain_id    TEXT   NOT NULL,
@@ -79,7 +89,9 @@ CREATE TABLE audit_heads (
   record_hash BYTEA  NOT NULL
 );
 INSERT INTO audit_meta (key, value) VALUES ('format', '1'), ('schema_version', '0');
-"#];
+"#,
+    "ALTER TABLE audit_dead_letters ADD COLUMN key_id TEXT, ADD COLUMN signature TEXT;",
+];
 
 /// Key of the advisory lock taken while creating or migrating the schema.
 const SCHEMA_LOCK: i64 = 0x6175_6469_7473_6368; // "auditsch"
@@ -154,6 +166,29 @@ pub async fn inspect<C: GenericClient + Sync>(
         });
     }
     Ok(SchemaState::Version(version))
+}
+
+/// Checks that the schema is ours, at version `oldest` or newer (up to
+/// [`SCHEMA_VERSION`]), writing nothing; returns the version. Writers that
+/// may not create the schema need [`SCHEMA_VERSION`], readers any version.
+pub async fn require<C: GenericClient + Sync>(
+    client: &C,
+    target: &str,
+    oldest: u32,
+) -> Result<u32, PostgresError> {
+    match inspect(client, target).await? {
+        SchemaState::Version(version) if version >= oldest => Ok(version),
+        SchemaState::Empty => Err(PostgresError::ForeignSchema {
+            target: target.to_owned(),
+            detail: "no audit tables in this database (nothing was ever written here, or the schema was not created)".into(),
+        }),
+        SchemaState::Version(version) => Err(PostgresError::ForeignSchema {
+            target: target.to_owned(),
+            detail: format!(
+                "schema version {version} is older than {oldest}; connect once as a writer with create_schema to migrate it"
+            ),
+        }),
+    }
 }
 
 /// Creates or migrates the schema when needed; writes nothing when it is current.

@@ -1,6 +1,7 @@
 //! The testkit's conformance suite against a real PostgreSQL server: the
-//! suite reads records, checkpoints and dead letters back from the
-//! database, injects a permanent failure with a trigger, and races two
+//! suite reads records and dead letters back through the crate's
+//! `PostgresSource` (one source for the whole run, so it must see every
+//! later write), injects a permanent failure with a trigger, and races two
 //! writers on one chain.
 
 mod common;
@@ -9,10 +10,9 @@ use std::sync::Arc;
 
 use audit_core::chain::{ChainId, SignMode, VerifyOptions};
 use audit_core::chain_writer::{ChainSinkOptions, CheckpointPolicy};
-use audit_core::dead_letter::DeadLetter;
 use audit_core::keys::{AuditSigner, Keyring};
-use audit_core::{Checkpoint, Record};
-use audit_postgres::{PostgresOptions, PostgresReader, PostgresStore, StoredRecord, sink_factory};
+use audit_core::store::ChainSource;
+use audit_postgres::{PostgresOptions, PostgresStore, sink_factory};
 use audit_testkit::conformance::{self, Capabilities};
 use audit_testkit::servers::postgres::PostgresServer;
 use common::server;
@@ -41,72 +41,17 @@ CREATE TRIGGER audit_fault_before_insert BEFORE INSERT ON audit_records
 const ARM_FAULT: &str =
     "UPDATE audit_fault SET fail_through = (SELECT nextval('audit_fault_calls')) + 1";
 
-/// Every record of `chain`, in seq order, read with the crate's reader.
-async fn read_records(url: String, chain: ChainId) -> Result<Vec<Record>, String> {
-    let reader = PostgresReader::connect(&url, PostgresOptions::default())
-        .await
-        .map_err(|error| error.to_string())?;
-    let mut records = Vec::new();
-    let mut malformed = Vec::new();
-    reader
-        .for_each_record(&chain, |stored| match stored {
-            StoredRecord::Record(record) => records.push(*record),
-            StoredRecord::Malformed { seq, detail } => malformed.push(format!("{seq}: {detail}")),
-        })
-        .await
-        .map_err(|error| error.to_string())?;
-    if malformed.is_empty() {
-        Ok(records)
-    } else {
-        Err(format!("malformed rows: {malformed:?}"))
-    }
-}
-
-/// Every stored checkpoint of `chain`.
-async fn read_checkpoints(url: String, chain: ChainId) -> Result<Vec<Checkpoint>, String> {
-    let reader = PostgresReader::connect(&url, PostgresOptions::default())
-        .await
-        .map_err(|error| error.to_string())?;
-    reader
-        .checkpoints(&chain)
-        .await
-        .map_err(|error| error.to_string())?
-        .into_iter()
-        .map(|checkpoint| checkpoint.map_err(|(seq, detail)| format!("{seq}: {detail}")))
-        .collect()
-}
-
-/// Every dead letter of `chain`, as the store lists them.
-async fn read_dead_letters(url: String, chain: ChainId) -> Result<Vec<DeadLetter>, String> {
-    let store = PostgresStore::connect(&url, PostgresOptions::default())
-        .await
-        .map_err(|error| error.to_string())?;
-    let stored = store
-        .list_dead_letters(Some(&chain))
-        .await
-        .map_err(|error| error.to_string())?;
-    Ok(stored.into_iter().map(|stored| stored.letter).collect())
-}
-
-/// The capabilities of the PostgreSQL sink on `server`'s database `audit`.
-fn postgres_caps(
+/// The capabilities of the PostgreSQL sink on `server`'s database `audit`:
+/// the crate's source, the fault trigger, concurrent writers.
+async fn postgres_caps(
     server: &Arc<PostgresServer>,
     url: &str,
-    chain: &ChainId,
     keyring: Keyring,
     verify_options: VerifyOptions,
 ) -> Capabilities {
-    let (records_url, checkpoints_url, letters_url) =
-        (url.to_owned(), url.to_owned(), url.to_owned());
-    let (records_chain, checkpoints_chain, letters_chain) =
-        (chain.clone(), chain.clone(), chain.clone());
     let fault_server = server.clone();
     Capabilities::new()
-        .read_back(move || read_records(records_url.clone(), records_chain.clone()))
-        .read_checkpoints(move || {
-            read_checkpoints(checkpoints_url.clone(), checkpoints_chain.clone())
-        })
-        .read_dead_letters(move || read_dead_letters(letters_url.clone(), letters_chain.clone()))
+        .source(common::source(url).await)
         .inject_permanent_failure(move || {
             let server = fault_server.clone();
             async move {
@@ -157,7 +102,7 @@ async fn postgres_sink_passes_conformance_signed() {
         require_signed: true,
         ..VerifyOptions::default()
     };
-    let caps = postgres_caps(&server, &url, &chain, keyring, verify_options);
+    let caps = postgres_caps(&server, &url, keyring, verify_options).await;
     let factory = sink_factory(
         url.clone(),
         options(&chain, Some(signer), SignMode::EveryRecord),
@@ -165,19 +110,19 @@ async fn postgres_sink_passes_conformance_signed() {
     );
     conformance::run(factory, caps).await;
 
-    let records = read_records(url.clone(), chain.clone()).await.unwrap();
+    let records = common::stored_records(&url, &chain).await;
     assert!(
         records.len() > 100,
         "the suite wrote {} records",
         records.len()
     );
-    let letters = read_dead_letters(url.clone(), chain.clone()).await.unwrap();
+    let source = common::source(&url).await;
+    let letters = source.dead_letters(Some(&chain)).await.unwrap();
     assert_eq!(letters.len(), 3, "the dead-letter check's batch, once");
-    let checkpoints = read_checkpoints(url, chain).await.unwrap();
+    let checkpoints = source.checkpoints(&chain).await.unwrap();
     assert!(
-        checkpoints.len() >= 2,
-        "scheduled checkpoints were written: {}",
-        checkpoints.len()
+        checkpoints.len() >= 2 && checkpoints.iter().all(Result::is_ok),
+        "scheduled checkpoints were written: {checkpoints:?}"
     );
 }
 
@@ -192,19 +137,13 @@ async fn postgres_sink_passes_conformance_unsigned_beside_another_chain() {
         .unwrap();
 
     let chain = ChainId::new("unsigned").unwrap();
-    let caps = postgres_caps(
-        &server,
-        &url,
-        &chain,
-        Keyring::new(),
-        VerifyOptions::default(),
-    );
+    let caps = postgres_caps(&server, &url, Keyring::new(), VerifyOptions::default()).await;
     let factory = sink_factory(
         url.clone(),
         options(&chain, None, SignMode::CheckpointsOnly),
         PostgresOptions::default(),
     );
     conformance::run(factory, caps).await;
-    let others = read_records(url, other).await.unwrap();
+    let others = common::stored_records(&url, &other).await;
     assert_eq!(others.len(), 7, "the other chain is untouched");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use audit_core::keys::AuditSigner;
 use audit_core::sink::{AuditSink, ErrorClass};
-use audit_postgres::{PostgresError, PostgresOptions, PostgresReader, PostgresStore};
+use audit_postgres::{PostgresError, PostgresOptions, PostgresStore, open_source};
 use audit_testkit::servers::postgres::PostgresServer;
 use common::{chain_options, events, server, verify};
 
@@ -119,13 +119,57 @@ async fn another_format_is_refused_and_left_untouched() {
     );
     assert!(error.to_string().contains("format \"2\""), "{error}");
     assert_eq!(tables(&server), "audit_meta");
-    let error = PostgresReader::connect(&url, PostgresOptions::default())
+    let error = open_source(&url, PostgresOptions::default())
         .await
         .unwrap_err();
     assert!(
         matches!(error, PostgresError::UnknownFormat { .. }),
         "{error:?}"
     );
+}
+
+#[tokio::test]
+async fn a_reader_never_creates_the_schema() {
+    let (server, url) = server();
+    let error = open_source(&url, PostgresOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, PostgresError::ForeignSchema { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("no audit tables"), "{error}");
+    assert_eq!(tables(&server), "");
+}
+
+#[tokio::test]
+async fn passwords_never_show_in_descriptions_or_errors() {
+    let server = PostgresServer::start_with_auth("scram-sha-256").unwrap();
+    let good = format!(
+        "postgres://postgres:postgres@127.0.0.1:{}/postgres",
+        server.port()
+    );
+    let store = connect(&good).await.unwrap();
+    let source = open_source(&good, PostgresOptions::default())
+        .await
+        .unwrap();
+    let descriptions = [
+        audit_core::store::ChainStore::describe(&store),
+        audit_core::store::ChainSource::describe(&source),
+        format!("{store:?} {source:?}"),
+    ];
+    for description in descriptions {
+        assert!(description.contains("postgres@127.0.0.1"), "{description}");
+        assert!(!description.contains(":postgres@"), "{description}");
+    }
+    let bad = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?password=hunter2&sslmode=bogus",
+        server.port()
+    );
+    let error = open_source(&bad, PostgresOptions::default())
+        .await
+        .unwrap_err();
+    assert!(!error.to_string().contains("hunter2"), "{error}");
 }
 
 #[tokio::test]
@@ -154,7 +198,7 @@ async fn a_newer_schema_version_is_refused() {
     server
         .psql(
             "audit",
-            "UPDATE audit_meta SET value = '2' WHERE key = 'schema_version'",
+            "UPDATE audit_meta SET value = '3' WHERE key = 'schema_version'",
         )
         .unwrap();
     let error = connect(&url).await.unwrap_err();
@@ -165,8 +209,63 @@ async fn a_newer_schema_version_is_refused() {
     assert!(
         error
             .to_string()
-            .contains("newer than the supported version 1"),
+            .contains("newer than the supported version 2"),
         "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_is_read_as_is_and_migrated_by_a_writer() {
+    let (server, url) = server();
+    let signer = Arc::new(AuditSigner::generate());
+    let mut sink = common::sink(&url, chain_options("main", &signer)).await;
+    sink.append_batch(&events(0, 3)).await.unwrap();
+    drop(sink);
+    // Back to version 1: no authentication columns on dead letters.
+    server
+        .psql(
+            "audit",
+            "ALTER TABLE audit_dead_letters DROP COLUMN key_id, DROP COLUMN signature; \
+             INSERT INTO audit_dead_letters (chain_id, event_id, event_json, failure_reason, failed_at) \
+               VALUES ('main', 'e', '{}', 'old', 't'); \
+             UPDATE audit_meta SET value = '1' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    let source = open_source(&url, PostgresOptions::default()).await.unwrap();
+    let letters = audit_core::store::ChainSource::dead_letters(&source, None)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].letter.key_id, None);
+    let report = verify(&url, &signer).await;
+    assert!(report.is_ok(), "{:?}", report.failures);
+
+    let read_only = PostgresOptions {
+        create_schema: false,
+        ..PostgresOptions::default()
+    };
+    let error = PostgresStore::connect(&url, read_only).await.unwrap_err();
+    assert!(error.to_string().contains("older than 2"), "{error}");
+    connect(&url).await.unwrap();
+    assert_eq!(
+        server
+            .psql(
+                "audit",
+                "SELECT value FROM audit_meta WHERE key = 'schema_version'"
+            )
+            .unwrap()
+            .trim(),
+        "2"
+    );
+    assert_eq!(
+        server
+            .psql(
+                "audit",
+                "SELECT count(*) FROM audit_dead_letters WHERE key_id IS NULL"
+            )
+            .unwrap()
+            .trim(),
+        "1"
     );
 }
 

@@ -14,23 +14,16 @@ use audit_core::dead_letter::FallbackFile;
 use audit_core::keys::AuditSigner;
 use audit_core::pipeline::{AuditPipeline, SubmitError};
 use audit_core::retry::RetryPolicy;
-use audit_postgres::{PostgresOptions, PostgresReader, StoredRecord, sink_factory};
+use audit_postgres::{PostgresOptions, sink_factory};
 use common::{chain_options, events, server, verify};
 
 /// The event ids stored in `chain`, one entry per record.
 async fn stored_ids(url: &str, chain: &ChainId) -> Vec<String> {
-    let reader = PostgresReader::connect(url, PostgresOptions::default())
+    common::stored_records(url, chain)
         .await
-        .unwrap();
-    let mut ids = Vec::new();
-    reader
-        .for_each_record(chain, |stored| match stored {
-            StoredRecord::Record(record) => ids.push(record.columns.unwrap().id),
-            StoredRecord::Malformed { seq, detail } => panic!("malformed row {seq}: {detail}"),
-        })
-        .await
-        .unwrap();
-    ids
+        .into_iter()
+        .map(|record| record.columns.unwrap().id)
+        .collect()
 }
 
 fn ids_of(events: &[AuditEvent]) -> HashSet<String> {

@@ -6,11 +6,12 @@ mod common;
 use std::sync::Arc;
 
 use audit_core::chain::ChainId;
-use audit_core::chain_writer::ChainStore;
 use audit_core::dead_letter::DeadLetter;
-use audit_core::keys::AuditSigner;
+use audit_core::keys::{AuditSigner, Keyring};
+use audit_core::replay::replay_dead_letters;
 use audit_core::sink::{AppendOutcome, AuditSink};
-use common::{chain_options, events, server, sink, verify};
+use audit_core::store::{ChainSource, ChainStore};
+use common::{chain_options, events, server, sink, source, verify};
 
 fn receipts(outcomes: &[AppendOutcome]) -> Vec<(u64, bool)> {
     outcomes
@@ -68,40 +69,63 @@ async fn dead_letters_are_listed_and_replayed_once() {
     sink.append_batch(&batch[..1]).await.unwrap();
     let letters: Vec<DeadLetter> = batch
         .iter()
-        .map(|event| DeadLetter::new(&chain, event, "server down", 3))
+        .map(|event| DeadLetter::new(&chain, event, "server down", 3).authenticated(&signer))
         .collect();
     sink.store_mut().dead_letter(&letters).await.unwrap();
-    let listed = sink.store().list_dead_letters(Some(&chain)).await.unwrap();
+    let source = source(&url).await;
+    let listed = source.dead_letters(Some(&chain)).await.unwrap();
     assert_eq!(
         listed.iter().map(|s| s.letter.clone()).collect::<Vec<_>>(),
         letters
     );
+    assert!(listed.iter().all(|s| s.key.parse::<i64>().is_ok()));
     let other = ChainId::new("other").unwrap();
-    assert!(
-        sink.store()
-            .list_dead_letters(Some(&other))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(source.dead_letters(Some(&other)).await.unwrap().is_empty());
 
-    let sealer = sink.options().sealer();
-    let report = sink.store_mut().replay_dead_letters(&sealer).await.unwrap();
+    // A letter nobody authenticated, inserted behind the writer's back.
+    let forged = DeadLetter::new(&chain, &events(9, 1)[0], "forged", 1);
+    sink.store_mut()
+        .dead_letter(std::slice::from_ref(&forged))
+        .await
+        .unwrap();
+
+    let trusted = Keyring::new();
+    let report = replay_dead_letters(&source, &mut sink, &trusted)
+        .await
+        .unwrap();
     assert_eq!((report.appended, report.already_present), (4, 1));
-    assert!(report.invalid.is_empty());
-    assert!(
-        sink.store()
-            .list_dead_letters(None)
-            .await
-            .unwrap()
-            .is_empty()
+    assert_eq!(report.unauthenticated.len(), 1, "{report:?}");
+    let left = source.dead_letters(None).await.unwrap();
+    assert_eq!(
+        left.iter().map(|s| s.letter.clone()).collect::<Vec<_>>(),
+        [forged],
+        "only the forged letter stays"
     );
-    let again = sink.store_mut().replay_dead_letters(&sealer).await.unwrap();
+    let again = replay_dead_letters(&source, &mut sink, &trusted)
+        .await
+        .unwrap();
     assert_eq!((again.appended, again.already_present), (0, 0));
 
     let report = verify(&url, &signer).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.records, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_is_not_a_row_id_is_refused() {
+    let (_server, url) = server();
+    let signer = Arc::new(AuditSigner::generate());
+    let mut sink = sink(&url, chain_options("main", &signer)).await;
+    let error = sink
+        .store_mut()
+        .remove_dead_letters(&["main/dead-letters/x.json".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(error.class, audit_core::sink::ErrorClass::Permanent);
+    assert!(
+        error.to_string().contains("not a dead-letter key"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use audit_core::AuditEvent;
-use audit_core::chain::{ChainId, VerifyOptions, VerifyReport};
+use audit_core::chain::{ChainId, Record, VerifyOptions, VerifyReport};
 use audit_core::chain_writer::{ChainSinkOptions, CheckpointPolicy};
 use audit_core::keys::{AuditSigner, Keyring};
-use audit_postgres::{PostgresOptions, PostgresSink, PostgresSinkExt, verify_postgres};
+use audit_core::store::{ChainSource, SourceRecord};
+use audit_core::verification::{SourceVerifyOptions, verify_source};
+use audit_postgres::{PostgresOptions, PostgresSink, PostgresSinkExt, PostgresSource, open_source};
 use audit_testkit::servers::postgres::PostgresServer;
+use futures::TryStreamExt;
 
 /// A fresh server with a database `audit`; panics saying what to install.
 pub fn server() -> (PostgresServer, String) {
@@ -51,16 +54,53 @@ pub async fn verify(url: &str, signer: &AuditSigner) -> VerifyReport {
     verify_with(url, signer, true).await
 }
 
-/// Verifies every chain at `url` with `signer`'s key.
+/// Verifies every chain at `url` with `signer`'s key; unsigned records
+/// are accepted unless `require_signed`.
 pub async fn verify_with(url: &str, signer: &AuditSigner, require_signed: bool) -> VerifyReport {
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
-    let options = VerifyOptions {
-        require_signed,
-        ..VerifyOptions::default()
+    let options = SourceVerifyOptions {
+        verify: VerifyOptions {
+            require_signed,
+            ..VerifyOptions::default()
+        },
+        allow_unsigned: !require_signed,
+        ..SourceVerifyOptions::default()
     };
-    verify_postgres(url, keyring, options, &[], |_| {})
+    verify_source(&source(url).await, &keyring, options)
         .await
         .unwrap()
+}
+
+/// A read-only source on `url`.
+pub async fn source(url: &str) -> PostgresSource {
+    open_source(url, PostgresOptions::default()).await.unwrap()
+}
+
+/// Every stored row of `chain`, as the source returns it.
+pub async fn stored_rows(
+    source: &dyn ChainSource,
+    chain: &ChainId,
+    from: u64,
+) -> Vec<SourceRecord> {
+    source
+        .records(chain, from)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// Every record of `chain` (panics on a malformed row).
+pub async fn stored_records(url: &str, chain: &ChainId) -> Vec<Record> {
+    stored_rows(&source(url).await, chain, 1)
+        .await
+        .into_iter()
+        .map(|row| match row {
+            SourceRecord::Record(record) => record,
+            SourceRecord::Malformed { seq, detail } => panic!("malformed row {seq}: {detail}"),
+        })
+        .collect()
 }
 pub mod writer;
