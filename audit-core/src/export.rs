@@ -149,8 +149,8 @@ async fn export_chain(
             if record.seq == held.seq {
                 check_same(chain, held, &record)?;
                 matched = true;
+                report.already_present += held.seq;
             }
-            report.already_present += 1;
             continue;
         }
         if !matched {

@@ -40,6 +40,10 @@ impl SourceError {
 }
 
 /// One stored record of a chain, as stored.
+// Rows are streamed one at a time and nearly all are records: boxing the
+// record would cost an allocation per row to save bytes on the rare
+// malformed one.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceRecord {
     /// A row that decodes into a record (which the verifier then checks).
