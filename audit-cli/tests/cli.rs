@@ -249,7 +249,7 @@ fn export_writes_a_jsonl_folder_that_verifies() {
         (json["records"].as_u64(), json["checkpoints"].as_u64()),
         (Some(300), Some(6))
     );
-    // Exporting again never overwrites.
+    // Exporting again continues the chain: nothing new, nothing overwritten.
     cli()
         .args([
             "export",
@@ -258,8 +258,26 @@ fn export_writes_a_jsonl_folder_that_verifies() {
             &format!("file://{}", out.display()),
         ])
         .assert()
+        .code(0)
+        .stdout(predicate::str::contains("exported 0 records").and(
+            predicate::str::contains("(300 records were there already)"),
+        ));
+    // Into an archive holding another history: refused, naming the seq.
+    let other = dir.path().join("other");
+    let forked = format!("sqlite://{}", dir.path().join("forked.db").display());
+    cli()
+        .args(["load", "--store", &forked, "--events", "5"])
+        .assert()
+        .code(0);
+    cli()
+        .args(["export", &forked, "--to", &format!("file://{}", other.display())])
+        .assert()
+        .code(0);
+    cli()
+        .args(["export", &source, "--to", &format!("file://{}", other.display())])
+        .assert()
         .code(2)
-        .stderr(predicate::str::contains("00000000000000000001.jsonl"));
+        .stderr(predicate::str::contains("diverge"));
 }
 
 #[test]
@@ -273,12 +291,13 @@ fn dead_letters_are_listed_and_replayed() {
         .enable_all()
         .build()
         .unwrap();
+    let signer = audit_core::keys::AuditSigner::load(&keys.join("audit-key.pem")).unwrap();
     let ids: Vec<String> = runtime.block_on(async {
         let mut store = audit_sqlite::SqliteStore::open(&path, Default::default())
             .await
             .unwrap();
         let chain = audit_core::ChainId::default();
-        let letters: Vec<_> = (0..3)
+        let mut letters: Vec<_> = (0..4)
             .map(|n| {
                 let event = audit_core::AuditEvent::new(
                     "governance.refusal",
@@ -287,8 +306,17 @@ fn dead_letters_are_listed_and_replayed() {
                 )
                 .unwrap();
                 audit_core::dead_letter::DeadLetter::new(&chain, &event, "disk full", 2)
+                    .authenticated(&signer)
             })
             .collect();
+        // A letter forged by someone with write access to the table: unsigned.
+        let forged = audit_core::AuditEvent::new(
+            "role.granted",
+            "attacker",
+            serde_json::json!({"role": "admin"}),
+        )
+        .unwrap();
+        letters[3] = audit_core::dead_letter::DeadLetter::new(&chain, &forged, "disk full", 1);
         store.dead_letter(&letters).await.unwrap();
         letters.into_iter().map(|letter| letter.event_id).collect()
     });
@@ -299,31 +327,46 @@ fn dead_letters_are_listed_and_replayed() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
     let json = json_of(&output);
-    assert_eq!(json["count"], 3);
+    assert_eq!(json["count"], 4);
+    assert_eq!(json["dead_letters"][0]["event"]["payload"]["n"], 0, "the event's content is listed");
     assert_eq!(json["dead_letters"][0]["event_id"], ids[0].as_str());
     assert_eq!(json["dead_letters"][0]["failure_reason"], "disk full");
     cli().args(["dlq", "list", &url]).assert().code(0).stdout(
-        predicate::str::contains(ids[2].as_str()).and(predicate::str::contains("3 dead letter(s)")),
+        predicate::str::contains(ids[2].as_str()).and(predicate::str::contains("4 dead letter(s)")),
     );
 
     let key = keys.join("audit-key.pem");
+    // Without the key, replaying would append unsigned records: refused
+    // once the chain is signed; here the chain is empty, so the forged
+    // letter is what matters: with the key, it is refused and kept.
     cli()
         .args(["dlq", "replay", &url, "--key"])
         .arg(&key)
         .assert()
-        .code(0)
-        .stdout(predicate::str::contains("3 appended"));
+        .code(1)
+        .stdout(
+            predicate::str::contains("3 appended")
+                .and(predicate::str::contains("not authenticated"))
+                .and(predicate::str::contains(ids[3].as_str())),
+        );
     cli()
         .args(["dlq", "replay", &url, "--key"])
         .arg(&key)
         .assert()
-        .code(0)
+        .code(1)
         .stdout(predicate::str::contains("0 appended"));
+    cli()
+        .args(["dlq", "replay", &url])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unsigned records"));
     let output = cli()
         .args(["dlq", "list", &url, "--json"])
         .output()
         .unwrap();
-    assert_eq!(json_of(&output)["count"], 0);
+    let left = json_of(&output);
+    assert_eq!(left["count"], 1, "only the forged letter is left: {left}");
+    assert_eq!(left["dead_letters"][0]["event_id"], ids[3].as_str());
     let public = keys.join("audit-key.pub.pem").display().to_string();
     let output = cli()
         .args([

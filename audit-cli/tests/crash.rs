@@ -1,6 +1,7 @@
-//! The crash and fault suite: real `deferred-audit load` processes on one
-//! SQLite store, killed with SIGKILL, run against a store that cannot be
-//! used, and run out of disk for their journal.
+//! The crash and fault suite: real `deferred-audit load` processes killed
+//! with SIGKILL on a SQLite file, a PostgreSQL server and a `file://`
+//! archive; run against a store that cannot be used; and run out of disk
+//! for their journal.
 //!
 //! The promise checked everywhere: every event id a writer wrote to its
 //! acked file (it was fsync'd in the journal when acknowledged) ends up in
@@ -34,15 +35,24 @@ impl Rng {
 struct Site {
     _dir: tempfile::TempDir,
     store: PathBuf,
+    url: String,
     journal: PathBuf,
     acked: PathBuf,
 }
 
 impl Site {
+    /// A SQLite file.
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("audit.db");
+        Self::at(dir, format!("sqlite://{}", store.display()))
+    }
+
+    /// Any store URL, with the journal and acked file in a fresh folder.
+    fn at(dir: tempfile::TempDir, url: String) -> Self {
         Site {
             store: dir.path().join("audit.db"),
+            url,
             journal: dir.path().join("journal"),
             acked: dir.path().join("acked.txt"),
             _dir: dir,
@@ -50,7 +60,7 @@ impl Site {
     }
 
     fn store_url(&self) -> String {
-        format!("sqlite://{}", self.store.display())
+        self.url.clone()
     }
 
     /// `deferred-audit load` with the journal and acked file, plus `extra`.
@@ -92,21 +102,27 @@ impl Site {
             .collect()
     }
 
-    /// How many times each event id is in the chain.
+    /// How many times each event id is in the chain, read through the
+    /// library's source for the store's URL (any backend).
     fn chain_counts(&self) -> HashMap<String, u64> {
-        let db = rusqlite::Connection::open_with_flags(
-            &self.store,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        let mut statement = db
-            .prepare("SELECT event_id, COUNT(*) FROM audit_records GROUP BY event_id")
-            .unwrap();
-        statement
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        let url: deferred_audit::StoreUrl = self.url.parse().unwrap();
+        let records = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
             .unwrap()
-            .map(Result::unwrap)
-            .collect()
+            .block_on(async {
+                let source = deferred_audit::open_source(&url).await.unwrap();
+                audit_testkit::read_all_records(source.as_ref()).await.unwrap()
+            });
+        let mut counts = HashMap::new();
+        for record in records {
+            let id = audit_core::AuditEvent::from_canonical(&record.event_json)
+                .unwrap()
+                .id()
+                .to_owned();
+            *counts.entry(id).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Every acked id is in the chain exactly once, no id is there twice,
@@ -187,13 +203,34 @@ const WRITER_ARGS: [&str; 6] = ["--producers", "4", "--in-flight", "8", "--max-b
 
 #[test]
 fn twenty_sigkills_in_a_row_lose_no_acknowledged_event_and_the_chain_verifies() {
+    sigkill_rounds(&Site::new(), 20);
+}
+
+#[test]
+fn sigkills_on_postgres_lose_no_acknowledged_event_and_the_chain_verifies() {
+    let server = audit_testkit::servers::postgres::PostgresServer::start()
+        .unwrap_or_else(|error| panic!("PostgreSQL is needed (scripts/install-postgres.sh): {error}"));
+    let site = Site::at(tempfile::tempdir().unwrap(), server.url());
+    sigkill_rounds(&site, 10);
+}
+
+#[test]
+fn sigkills_on_a_file_archive_lose_no_acknowledged_event_and_the_chain_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("archive").display());
+    let site = Site::at(dir, url);
+    sigkill_rounds(&site, 10);
+}
+
+/// `rounds` writers killed at seeded random moments, each followed by a
+/// recovery and the full check.
+fn sigkill_rounds(site: &Site, rounds: u32) {
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
         .unwrap_or(0x5EED_CAFE);
-    eprintln!("crash suite seed {seed} (set CRASH_SEED to replay)");
+    eprintln!("crash suite on {} seed {seed} (set CRASH_SEED to replay)", site.url);
     let mut rng = Rng(seed | 1);
-    let site = Site::new();
 
     // One uninterrupted run tells how long a run lasts on this machine, so
     // the kill delays spread over a whole run, start-up and drain included.
@@ -204,7 +241,7 @@ fn twenty_sigkills_in_a_row_lose_no_acknowledged_event_and_the_chain_verifies() 
     site.assert_acked_in_chain_once_and_verified("after the calibration run");
 
     let mut interrupted = 0;
-    for round in 1..=20 {
+    for round in 1..=rounds {
         let before = site.acked_ids().len();
         let child = site
             .load(EVENTS_PER_RUN, &WRITER_ARGS)
@@ -232,8 +269,13 @@ fn twenty_sigkills_in_a_row_lose_no_acknowledged_event_and_the_chain_verifies() 
         );
     }
     assert!(
-        interrupted >= 10,
-        "only {interrupted} of 20 kills interrupted a writer: the suite did not test crashes"
+        interrupted * 2 >= rounds,
+        "only {interrupted} of {rounds} kills interrupted a writer: the suite did not test crashes"
+    );
+    eprintln!(
+        "crash suite on {}: {rounds} kills ({interrupted} mid-run), {} events acknowledged, 0 lost",
+        site.url,
+        site.acked_ids().len()
     );
 }
 

@@ -47,12 +47,89 @@ impl Default for PostgresOptions {
     }
 }
 
-/// Parses a connection URL (or key/value string).
+/// Parses a connection URL (or key/value string). When it holds no
+/// password, the password comes, as with libpq, from `PGPASSWORD`, else
+/// from the password file (`PGPASSFILE`, default `~/.pgpass`; a file that
+/// group or others can read is ignored, with a warning).
 pub fn parse_url(url: &str) -> Result<Config, PostgresError> {
-    Config::from_str(url).map_err(|error| PostgresError::BadUrl {
+    let mut config = Config::from_str(url).map_err(|error| PostgresError::BadUrl {
         url: redact_url(url),
         detail: detail_of(&error),
-    })
+    })?;
+    if config.get_password().is_none()
+        && let Some(password) = password_from_environment(&config)
+    {
+        config.password(password);
+    }
+    Ok(config)
+}
+
+fn password_from_environment(config: &Config) -> Option<String> {
+    if let Some(password) = std::env::var_os("PGPASSWORD") {
+        return Some(password.to_string_lossy().into_owned());
+    }
+    let file = std::env::var_os("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".pgpass")))?;
+    let text = read_private_file(&file)?;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        Some(Host::Unix(_)) | None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let user = config.get_user().unwrap_or_default();
+    let database = config.get_dbname().unwrap_or(user);
+    pgpass_lookup(&text, [&host, &port, database, user])
+}
+
+/// The file's text, unless group or others may read it (libpq's rule).
+fn read_private_file(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let metadata = std::fs::metadata(path).ok()?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(file = %path.display(), "password file has group or world access; ignored (chmod 0600 it)");
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
+}
+
+/// The password of the first `host:port:database:user:password` line
+/// matching `wanted` (`*` matches anything; `\:` and `\\` are escapes).
+pub(crate) fn pgpass_lookup(text: &str, wanted: [&str; 4]) -> Option<String> {
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .find_map(|line| {
+            let fields = split_pgpass_line(line);
+            if fields.len() != 5 {
+                return None;
+            }
+            let matches = fields[..4]
+                .iter()
+                .zip(wanted)
+                .all(|(field, wanted)| field == "*" || field == wanted);
+            matches.then(|| fields[4].clone())
+        })
+}
+
+fn split_pgpass_line(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let (Some(next), Some(field)) = (chars.next(), fields.last_mut()) {
+                    field.push(next);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => {
+                if let Some(field) = fields.last_mut() {
+                    field.push(c);
+                }
+            }
+        }
+    }
+    fields
 }
 
 /// `postgres://user@host:port/db`: the server, without the password.
@@ -173,5 +250,31 @@ mod tests {
             let error = parse_url(url).unwrap_err();
             assert!(!error.to_string().contains("secret"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_password_file_is_matched_like_libpq() {
+        let text = "# comment\nother:5432:*:*:wrong\ndb.example:6543:audit:alice:s3cr\\:et\n*:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_lookup(text, ["db.example", "6543", "audit", "alice"]).as_deref(),
+            Some("s3cr:et")
+        );
+        assert_eq!(
+            pgpass_lookup(text, ["elsewhere", "5432", "x", "bob"]).as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(pgpass_lookup("h:1:d:u\n", ["h", "1", "d", "u"]), None);
+    }
+
+    #[test]
+    fn a_password_file_others_can_read_is_ignored() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(&file, "*:*:*:*:pw\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_private_file(&file), None);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_private_file(&file).as_deref(), Some("*:*:*:*:pw\n"));
     }
 }
