@@ -4,7 +4,11 @@
 //!
 //! - `sqlite` (default): the embedded SQLite chain sink, as [`sqlite`];
 //! - `postgres`: the PostgreSQL chain sink, as [`postgres`];
-//! - `s3`: the JSONL archive on any `object_store` backend, as [`s3`].
+//! - `s3`: the JSONL archive on any `object_store` backend, as [`s3`];
+//! - `tracing` (default): [`tracing_layer::AuditLayer`], a
+//!   `tracing-subscriber` layer turning events of a target into audit events.
+//!
+//! [`prelude`] brings what a service needs in one `use`.
 //!
 //! [`open`] opens any store from its URL (`sqlite://`, `postgres://`,
 //! `s3://`, `file://`, `memory://`) as a sink factory or a chain source.
@@ -16,17 +20,24 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod open;
+pub mod prelude;
+#[cfg(feature = "tracing")]
+pub mod tracing_layer;
 
 pub use audit_core as core;
-pub use audit_core::store::{ChainSource, ChainStore, StoreUrl};
-pub use open::{OpenError, checkpoint_publisher, open_chain_store, open_source, open_writer, sink_factory};
 pub use audit_core::metrics::{MetricsSnapshot, PipelineMetrics};
 pub use audit_core::pipeline::{
     AuditPipeline, AuditQueue, Backpressure, ShutdownReport, SubmitError, close_and_flush,
 };
 pub use audit_core::sink::{AppendOutcome, AuditSink, Receipt, SinkError, SinkFactory};
+pub use audit_core::store::{ChainSource, ChainStore, StoreUrl};
 pub use audit_core::tee::Tee;
 pub use audit_core::{AuditEvent, ChainId};
+pub use open::{
+    OpenError, checkpoint_publisher, open_chain_store, open_source, open_writer, sink_factory,
+};
+#[cfg(feature = "tracing")]
+pub use tracing_layer::AuditLayer;
 
 /// The embedded SQLite chain sink (feature `sqlite`).
 #[cfg(feature = "sqlite")]
