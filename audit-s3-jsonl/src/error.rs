@@ -10,9 +10,12 @@
 //! error the store reports only generically (HTTP 5xx and throttling after
 //! the client's own retries) counts as transient: the supervisor retries it
 //! and, past its budget, the batch lands in the fallback file, so nothing is
-//! lost either way.
+//! lost either way. The archive's own errors (an object not in the format,
+//! records that do not continue the head, a dead-letter key outside the
+//! chain's folder) are permanent; an interrupted indexing task is transient.
 
 use audit_core::sink::{ErrorClass, SinkError};
+use audit_core::store::SourceError;
 
 /// What went wrong in the archive.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,38 @@ pub enum ArchiveError {
         /// The two heads.
         detail: String,
     },
+    /// Records given to import do not continue the chain's head.
+    #[error("cannot import into chain {chain}: {detail}")]
+    DoesNotContinue {
+        /// The chain.
+        chain: String,
+        /// What does not fit.
+        detail: String,
+    },
+    /// A chain store was asked about another chain than its own.
+    #[error("this archive store writes chain {store_chain}, not chain {asked}")]
+    OtherChain {
+        /// The store's chain.
+        store_chain: String,
+        /// The chain asked for.
+        asked: String,
+    },
+    /// A dead-letter key that is not an object of the chain's dead-letter folder.
+    #[error("dead-letter key {key:?} is not an object under {folder}")]
+    ForeignDeadLetterKey {
+        /// The key given.
+        key: String,
+        /// The chain's dead-letter folder.
+        folder: String,
+    },
+    /// A task of the archive was cancelled or panicked.
+    #[error("{what} was interrupted: {detail}")]
+    Interrupted {
+        /// What the task was doing.
+        what: &'static str,
+        /// Why it stopped.
+        detail: String,
+    },
     /// A store URL could not be used.
     #[error("store URL {url}: {detail}")]
     Url {
@@ -94,6 +129,7 @@ impl ArchiveError {
     pub fn class(&self) -> ErrorClass {
         match self {
             ArchiveError::Store { source, .. } => classify(source),
+            ArchiveError::Interrupted { .. } => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
     }
@@ -102,6 +138,11 @@ impl ArchiveError {
     pub fn into_sink_error(self, sink: &str) -> SinkError {
         let class = self.class();
         SinkError::new(sink, class, self.to_string()).with_source(self)
+    }
+
+    /// This error as a read error of `source`.
+    pub fn into_source_error(self, source: &str) -> SourceError {
+        SourceError::new(source, self.to_string()).with_source(self)
     }
 }
 

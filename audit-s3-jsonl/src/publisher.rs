@@ -6,9 +6,10 @@
 //! every checkpoint it writes is also put, create-only, at
 //! `P/C/checkpoints/{seq:020}.json` of another store. Deleting the tail of
 //! the database together with its own checkpoints is then still caught by a
-//! verification given the published ones
-//! ([`read_checkpoints`](crate::checkpoints::read_checkpoints)): a checkpoint
-//! beyond the head means the chain was truncated.
+//! verification given the published ones (read back with
+//! [`ArchiveSource`](crate::ArchiveSource)'s `checkpoints`, and passed as
+//! outside checkpoints): a checkpoint beyond the head means the chain was
+//! truncated.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use audit_core::sink::{CheckpointPublisher, SinkError};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-use crate::checkpoints::put_checkpoint;
+use crate::write::put_checkpoint;
 
 /// Publishes checkpoints under a prefix of an object store.
 #[derive(Debug, Clone)]

@@ -1,26 +1,33 @@
-//! Segment objects: encoding a batch of records, listing and reading them.
+//! Segment objects: one or more consecutive records, one JSONL line each
+//! (`audit_core::jsonl`), `\n` after every line, named by the seq of the
+//! first record so that a lexicographic listing is seq order. Listings are
+//! sorted here anyway: `ObjectStore::list` promises no order (a local
+//! folder lists in directory order).
 //!
-//! A segment is one or more consecutive records, one JSONL line each
-//! (`audit_core::jsonl`), named by the seq of its first record, so that a
-//! lexicographic listing is seq order. Listings are sorted here anyway:
-//! `ObjectStore::list` promises no order (a local folder lists in directory
-//! order).
+//! ```
+//! use audit_s3_jsonl::segment::split_lines;
+//! let (lines, ends_with_newline) = split_lines(b"{\"a\":1}\n{\"b\":2}");
+//! assert_eq!(lines, [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]);
+//! assert!(!ends_with_newline);
+//! ```
 
 use audit_core::Record;
-use audit_core::jsonl::{decode_record, encode_record, seq_of_name};
+use audit_core::jsonl::encode_record;
+use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
 use crate::error::ArchiveError;
+use crate::layout::seq_in_name;
 
 /// One segment object found by a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentRef {
+pub(crate) struct SegmentRef {
     /// The seq in its name (of its first record).
-    pub first_seq: u64,
+    pub(crate) first_seq: u64,
     /// Where it is.
-    pub path: Path,
+    pub(crate) path: Path,
 }
 
 /// The body of a segment holding `records`.
@@ -32,9 +39,24 @@ pub fn encode_segment(records: &[Record]) -> String {
     body
 }
 
-/// The segments under `records_dir` (after `offset` when given), in seq
-/// order. Objects whose names are not segment names are ignored.
-pub async fn list_segments(
+/// The lines of a segment body (without their `\n`), and whether the body
+/// ends with `\n` as the format requires. An empty body has no line.
+pub fn split_lines(body: &[u8]) -> (Vec<&[u8]>, bool) {
+    if body.is_empty() {
+        return (Vec::new(), true);
+    }
+    let ends_with_newline = body.ends_with(b"\n");
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    (
+        body.split(|&byte| byte == b'\n').collect(),
+        ends_with_newline,
+    )
+}
+
+/// The segments directly under `records_dir` (after `offset` when given),
+/// in seq order. Objects whose names are not segment names are left out
+/// (an archive source reports them as strays).
+pub(crate) async fn list_segments(
     store: &dyn ObjectStore,
     records_dir: &Path,
     offset: Option<&Path>,
@@ -50,9 +72,14 @@ pub async fn list_segments(
             .map_err(ArchiveError::store(store, "listing", records_dir))?;
     let mut segments: Vec<SegmentRef> = metas
         .into_iter()
-        .filter(|meta| meta.location.as_ref().ends_with(".jsonl"))
+        .filter(|meta| {
+            meta.location
+                .prefix_match(records_dir)
+                .is_some_and(|rest| rest.count() == 1)
+        })
         .filter_map(|meta| {
-            seq_of_name(meta.location.as_ref()).map(|first_seq| SegmentRef {
+            let first_seq = seq_in_name(meta.location.filename()?, ".jsonl")?;
+            Some(SegmentRef {
                 first_seq,
                 path: meta.location,
             })
@@ -62,53 +89,25 @@ pub async fn list_segments(
     Ok(segments)
 }
 
-/// The text of a segment object.
-pub async fn read_segment_text(
-    store: &dyn ObjectStore,
-    path: &Path,
-) -> Result<String, ArchiveError> {
-    let bytes = store
+/// The bytes of an object.
+pub(crate) async fn get_bytes(store: &dyn ObjectStore, path: &Path) -> Result<Bytes, ArchiveError> {
+    store
         .get(path)
         .await
         .map_err(ArchiveError::store(store, "reading", path))?
         .bytes()
         .await
-        .map_err(ArchiveError::store(store, "reading", path))?;
-    String::from_utf8(bytes.to_vec()).map_err(|error| ArchiveError::Malformed {
-        path: path.to_string(),
-        line: 0,
-        detail: format!("not UTF-8: {error}"),
-    })
+        .map_err(ArchiveError::store(store, "reading", path))
 }
 
-/// Each line of a segment, decoded or with why it is not a record.
-pub fn decode_lines(text: &str) -> impl Iterator<Item = Result<Record, String>> + '_ {
-    text.split_terminator('\n')
-        .map(|line| decode_record(line).map_err(|error| error.to_string()))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Reads and decodes a whole segment; the first bad line is an error.
-pub async fn read_segment(
-    store: &dyn ObjectStore,
-    path: &Path,
-) -> Result<Vec<Record>, ArchiveError> {
-    let text = read_segment_text(store, path).await?;
-    let records = decode_lines(&text)
-        .enumerate()
-        .map(|(index, line)| {
-            line.map_err(|detail| ArchiveError::Malformed {
-                path: path.to_string(),
-                line: index + 1,
-                detail,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if records.is_empty() {
-        return Err(ArchiveError::Malformed {
-            path: path.to_string(),
-            line: 0,
-            detail: "empty segment".into(),
-        });
+    #[test]
+    fn lines_are_split_and_a_missing_final_newline_is_seen() {
+        assert_eq!(split_lines(b""), (Vec::<&[u8]>::new(), true));
+        assert_eq!(split_lines(b"a\n"), (vec![&b"a"[..]], true));
+        assert_eq!(split_lines(b"a\n\nb"), (vec![&b"a"[..], b"", b"b"], false));
     }
-    Ok(records)
 }

@@ -1,7 +1,7 @@
 //! Store URLs: `s3://BUCKET/PREFIX` and `file:///DIR`.
 //!
-//! [`open_store_url`] turns a URL into an object store and the prefix the
-//! archive lives under:
+//! [`open_store_url`] (or [`open_store`] for a parsed [`StoreUrl`]) turns a
+//! URL into an object store and the prefix the archive lives under:
 //!
 //! - `s3://BUCKET/PREFIX`: Amazon S3 or any S3-compatible server, configured
 //!   from the usual AWS environment variables (`AmazonS3Builder::from_env`):
@@ -34,6 +34,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use audit_core::store::StoreUrl;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -49,42 +50,50 @@ pub const S3_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether `url` is a store URL this crate opens.
 pub fn is_store_url(url: &str) -> bool {
-    url.starts_with("s3://") || url.starts_with("file://")
+    matches!(
+        StoreUrl::parse(url),
+        Ok(StoreUrl::S3 { .. } | StoreUrl::File(_))
+    )
 }
 
 /// The object store and prefix that `url` names.
 pub fn open_store_url(url: &str) -> Result<(Arc<dyn ObjectStore>, Path), ArchiveError> {
+    let parsed = StoreUrl::parse(url).map_err(|error| ArchiveError::Url {
+        url: error.url,
+        detail: error.why,
+    })?;
+    open_store(&parsed)
+}
+
+/// The object store and prefix of a parsed `s3://` or `file://` URL.
+pub fn open_store(url: &StoreUrl) -> Result<(Arc<dyn ObjectStore>, Path), ArchiveError> {
     let url_error = |detail: String| ArchiveError::Url {
-        url: url.to_owned(),
+        url: url.to_string(),
         detail,
     };
-    if let Some(rest) = url.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(url_error(
-                "no bucket name (expected s3://BUCKET/PREFIX)".into(),
-            ));
+    match url {
+        StoreUrl::S3 { bucket, prefix } => {
+            let prefix =
+                Path::parse(prefix).map_err(|error| url_error(format!("bad prefix: {error}")))?;
+            let store = s3_builder_from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|error| url_error(error.to_string()))?;
+            Ok((Arc::new(store), prefix))
         }
-        let prefix = Path::parse(prefix.trim_end_matches('/'))
-            .map_err(|error| url_error(format!("bad prefix: {error}")))?;
-        let store = s3_builder_from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(|error| url_error(error.to_string()))?;
-        Ok((Arc::new(store), prefix))
-    } else if let Some(dir) = url.strip_prefix("file://") {
-        if !dir.starts_with('/') {
-            return Err(url_error("expected an absolute path, file:///DIR".into()));
+        StoreUrl::File(dir) => {
+            if !dir.is_absolute() {
+                return Err(url_error("expected an absolute path, file:///DIR".into()));
+            }
+            std::fs::create_dir_all(dir)
+                .map_err(|error| url_error(format!("creating the folder: {error}")))?;
+            let store = LocalFileSystem::new_with_prefix(dir)
+                .map_err(|error| url_error(error.to_string()))?;
+            Ok((Arc::new(store), Path::default()))
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|error| url_error(format!("creating the folder: {error}")))?;
-        let store =
-            LocalFileSystem::new_with_prefix(dir).map_err(|error| url_error(error.to_string()))?;
-        Ok((Arc::new(store), Path::default()))
-    } else {
-        Err(url_error(
-            "unknown scheme (expected s3://BUCKET/PREFIX or file:///DIR)".into(),
-        ))
+        _ => Err(url_error(
+            "not an archive URL (expected s3://BUCKET/PREFIX or file:///DIR)".into(),
+        )),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The archive sink passes the testkit's conformance suite on memory, a
 //! local folder and moto's S3 server, with everything the suite can use:
-//! records, checkpoints and dead letters read back from the store, a
+//! records, dead letters and verification read back through the archive's
+//! own read side ([`ArchiveSource`](audit_s3_jsonl::ArchiveSource)), a
 //! permanent failure injected by denying the next segment put, and two
 //! writers appending at once.
 //!
@@ -12,14 +13,11 @@ mod common;
 
 use std::sync::Arc;
 
+use audit_core::ChainId;
 use audit_core::chain::VerifyOptions;
 use audit_core::chain_writer::{ChainSinkOptions, CheckpointPolicy};
 use audit_core::keys::AuditSigner;
-use audit_core::{ChainId, Record};
-use audit_s3_jsonl::dead_letters::read_dead_letters;
-use audit_s3_jsonl::layout::ChainLayout;
-use audit_s3_jsonl::segment::{list_segments, read_segment};
-use audit_s3_jsonl::{ArchiveFactory, ArchiveOptions, ArchiveSink, read_checkpoints};
+use audit_s3_jsonl::{ArchiveFactory, ArchiveOptions, open_sink};
 use audit_testkit::conformance::{self, Capabilities};
 use audit_testkit::object_stores::{FailingPuts, PutDenials};
 use audit_testkit::servers::s3::MotoServer;
@@ -41,60 +39,17 @@ fn chain_options(chain: &ChainId, signer: &Arc<AuditSigner>) -> ChainSinkOptions
     }
 }
 
-/// Every record of `chain` under `prefix`, in seq order.
-async fn all_records(
-    store: &dyn ObjectStore,
-    prefix: &Path,
-    chain: &ChainId,
-) -> Result<Vec<Record>, String> {
-    let layout = ChainLayout::new(prefix, chain);
-    let segments = list_segments(store, &layout.records_dir(), None)
-        .await
-        .map_err(|error| error.to_string())?;
-    let mut records = Vec::new();
-    for segment in segments {
-        let segment = read_segment(store, &segment.path)
-            .await
-            .map_err(|error| error.to_string())?;
-        records.extend(segment);
-    }
-    Ok(records)
-}
-
-/// What the suite needs, reading from the store itself (not through the
-/// sink) and injecting failures through `denials`.
+/// What the suite needs: the archive's read side over the store itself
+/// (not through the sink), and failures injected through `denials`.
 fn capabilities(
     store: &Arc<dyn ObjectStore>,
     prefix: &Path,
-    chain: &ChainId,
     signer: &AuditSigner,
     denials: &PutDenials,
 ) -> Capabilities {
-    let records = (store.clone(), prefix.clone(), chain.clone());
-    let checkpoints = records.clone();
-    let letters = records.clone();
     let denials = denials.clone();
     Capabilities::new()
-        .read_back(move || {
-            let (store, prefix, chain) = records.clone();
-            async move { all_records(store.as_ref(), &prefix, &chain).await }
-        })
-        .read_checkpoints(move || {
-            let (store, prefix, chain) = checkpoints.clone();
-            async move {
-                read_checkpoints(store.as_ref(), &prefix, &chain)
-                    .await
-                    .map_err(|error| error.to_string())
-            }
-        })
-        .read_dead_letters(move || {
-            let (store, prefix, chain) = letters.clone();
-            async move {
-                read_dead_letters(store.as_ref(), &prefix, &chain)
-                    .await
-                    .map_err(|error| error.to_string())
-            }
-        })
+        .source(common::source(store, prefix))
         .inject_permanent_failure(move || {
             denials.deny_next(1);
             std::future::ready(())
@@ -124,7 +79,7 @@ async fn run_suite(inner: Arc<dyn ObjectStore>, writers: Writers) {
     let prefix = Path::from("conformance");
     let chain = ChainId::new("suite").unwrap();
     let signer = Arc::new(AuditSigner::generate());
-    let caps = capabilities(&store, &prefix, &chain, &signer, &denials);
+    let caps = capabilities(&store, &prefix, &signer, &denials);
     let options = chain_options(&chain, &signer);
     match writers {
         Writers::SharedState => {
@@ -142,7 +97,7 @@ async fn run_suite(inner: Arc<dyn ObjectStore>, writers: Writers) {
                 move || {
                     let (store, prefix, options) = (store.clone(), prefix.clone(), options.clone());
                     async move {
-                        ArchiveSink::open(store, prefix, options, ArchiveOptions::default())
+                        open_sink(store, prefix, options, ArchiveOptions::default())
                             .await
                             .map_err(|error| error.into_sink_error("jsonl archive"))
                     }
@@ -152,21 +107,17 @@ async fn run_suite(inner: Arc<dyn ObjectStore>, writers: Writers) {
         }
     }
     assert_eq!(denials.remaining(), 0, "the injected failure was not hit");
-    let records = all_records(store.as_ref(), &prefix, &chain).await.unwrap();
+    let records = common::records(&store, &prefix, &chain).await;
     assert!(records.len() > 100, "the suite wrote {}", records.len());
-    let letters = read_dead_letters(store.as_ref(), &prefix, &chain)
-        .await
-        .unwrap();
+    let letters = common::dead_letters(&store, &prefix, &chain).await;
     assert_eq!(
         letters.len(),
         3,
         "one dead letter per event of the failed batch"
     );
-    let checkpoints = read_checkpoints(store.as_ref(), &prefix, &chain)
-        .await
-        .unwrap();
+    let checkpoints = common::checkpoints(&store, &prefix, &chain).await;
     assert!(!checkpoints.is_empty(), "no checkpoint was written");
-    let report = common::verify(store.as_ref(), &prefix, &signer).await;
+    let report = common::verify(&store, &prefix, &signer).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.records, records.len() as u64);
 }

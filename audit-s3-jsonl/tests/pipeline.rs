@@ -89,7 +89,7 @@ async fn producers_lose_nothing_when_the_server_is_killed_and_restarted_mid_run(
         .with_retry(s3_retry_config(CLIENT_DEADLINE))
         .build()
         .unwrap();
-    let kept = Arc::new(InMemory::new());
+    let kept: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let copying = Arc::new(KeepsCopies::new(Arc::new(s3), kept.clone()));
     let store: Arc<dyn ObjectStore> = copying.clone();
     let prefix = Path::from("pipeline");
@@ -155,10 +155,10 @@ async fn producers_lose_nothing_when_the_server_is_killed_and_restarted_mid_run(
     // What the server acknowledged verifies as one chain holding exactly
     // the submitted events, once each, and matches the receipts.
     assert_eq!(copying.conflicting_copies(), 0);
-    let report = common::verify(kept.as_ref(), &prefix, &signer).await;
+    let report = common::verify(&kept, &prefix, &signer).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert!(report.checkpoints > 0);
-    let stored = stored_events(kept.as_ref(), &prefix).await;
+    let stored = stored_events(&kept, &prefix).await;
     assert_eq!(stored.len(), submitted.ids.len(), "stored once each");
     let stored_ids: BTreeSet<&String> = stored.keys().collect();
     let submitted_ids: BTreeSet<&String> = submitted.ids.iter().collect();
@@ -169,19 +169,16 @@ async fn producers_lose_nothing_when_the_server_is_killed_and_restarted_mid_run(
 }
 
 /// Event id -> (seq, record hash) of every record of chain `default`.
-async fn stored_events(store: &dyn ObjectStore, prefix: &Path) -> HashMap<String, (u64, String)> {
+async fn stored_events(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+) -> HashMap<String, (u64, String)> {
     let mut stored = HashMap::new();
-    let records_dir = prefix.child("default").child("records");
-    for path in common::object_paths(store, &records_dir).await {
-        for record in audit_s3_jsonl::segment::read_segment(store, &Path::from(path))
-            .await
-            .unwrap()
-        {
-            let event: serde_json::Value = serde_json::from_str(&record.event_json).unwrap();
-            let id = event["id"].as_str().unwrap().to_owned();
-            let previous = stored.insert(id, (record.seq, record.hash.to_hex()));
-            assert!(previous.is_none(), "an event stored twice");
-        }
+    for record in common::records(store, prefix, &Default::default()).await {
+        let event: serde_json::Value = serde_json::from_str(&record.event_json).unwrap();
+        let id = event["id"].as_str().unwrap().to_owned();
+        let previous = stored.insert(id, (record.seq, record.hash.to_hex()));
+        assert!(previous.is_none(), "an event stored twice");
     }
     stored
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use audit_core::keys::AuditSigner;
 use audit_core::sink::AuditSink;
 use audit_s3_jsonl::probe::probe_create_only;
-use audit_s3_jsonl::{ArchiveError, ArchiveOptions, ArchiveSink};
+use audit_s3_jsonl::{ArchiveError, ArchiveOptions, open_sink};
 use audit_testkit::object_stores::IgnoresCreateOnly;
 use audit_testkit::servers::s3::MotoServer;
 use object_store::ObjectStore;
@@ -35,7 +35,7 @@ async fn a_store_that_ignores_if_none_match_is_refused() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let store: Arc<dyn ObjectStore> = Arc::new(IgnoresCreateOnly::new(inner.clone()));
     let signer = Arc::new(AuditSigner::generate());
-    let refused = ArchiveSink::open(
+    let refused = open_sink(
         store.clone(),
         Path::from("p"),
         common::options("default", &signer),
@@ -70,9 +70,8 @@ async fn assume_single_writer_overrides_the_probe() {
     let signer = Arc::new(AuditSigner::generate());
     let options = ArchiveOptions {
         assume_single_writer: true,
-        ..ArchiveOptions::default()
     };
-    let mut sink = ArchiveSink::open(
+    let mut sink = open_sink(
         store.clone(),
         Path::from("p"),
         common::options("default", &signer),
@@ -81,7 +80,7 @@ async fn assume_single_writer_overrides_the_probe() {
     .await
     .unwrap();
     sink.append_batch(&common::events("a", 3)).await.unwrap();
-    let report = common::verify(store.as_ref(), &Path::from("p"), &signer).await;
+    let report = common::verify(&store, &Path::from("p"), &signer).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.records, 3);
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use audit_core::keys::AuditSigner;
 use audit_core::sink::{AppendOutcome, AuditSink};
-use audit_s3_jsonl::{ArchiveOptions, ArchiveSink};
+use audit_s3_jsonl::{ArchiveOptions, open_sink};
 use audit_testkit::servers::s3::MotoServer;
 use object_store::path::Path;
 
@@ -28,7 +28,7 @@ async fn four_writers_race_on_one_prefix_and_every_acknowledged_event_is_there_o
         let prefix = prefix.clone();
         let options = common::options("shared", &signer);
         tasks.push(tokio::spawn(async move {
-            let mut sink = ArchiveSink::open(store, prefix, options, ArchiveOptions::default())
+            let mut sink = open_sink(store, prefix, options, ArchiveOptions::default())
                 .await
                 .unwrap();
             let mut acknowledged = Vec::new();
@@ -68,7 +68,7 @@ async fn four_writers_race_on_one_prefix_and_every_acknowledged_event_is_there_o
 
     // Every segment is distinct and the archive verifies (no overlap, no
     // gap, no duplicate id).
-    let report = common::verify(store.as_ref(), &prefix, &signer).await;
+    let report = common::verify(&store, &prefix, &signer).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.records, acknowledged.len() as u64);
     let segments =
@@ -76,22 +76,13 @@ async fn four_writers_race_on_one_prefix_and_every_acknowledged_event_is_there_o
     assert_eq!(segments.len(), WRITERS * BATCHES, "one segment per batch");
 
     // Exactly the acknowledged events, at the acknowledged seqs.
-    let stored = stored_ids(store.as_ref(), &prefix).await;
+    let stored = common::stored_ids(
+        &store,
+        &prefix,
+        &audit_core::ChainId::new("shared").unwrap(),
+    )
+    .await;
     let mut expected = acknowledged.clone();
     expected.sort_by_key(|(_, seq)| *seq);
     assert_eq!(stored, expected);
-}
-
-async fn stored_ids(store: &dyn object_store::ObjectStore, prefix: &Path) -> Vec<(String, u64)> {
-    let mut stored = Vec::new();
-    for path in common::object_paths(store, &prefix.child("shared").child("records")).await {
-        let records = audit_s3_jsonl::segment::read_segment(store, &Path::from(path))
-            .await
-            .unwrap();
-        for record in records {
-            let event: serde_json::Value = serde_json::from_str(&record.event_json).unwrap();
-            stored.push((event["id"].as_str().unwrap().to_owned(), record.seq));
-        }
-    }
-    stored
 }

@@ -106,7 +106,7 @@ async fn the_server_killed_and_restarted_loses_no_acknowledged_event() {
             .build()
             .unwrap(),
     );
-    let kept = InMemory::new();
+    let kept: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let prefix = Path::from("archive");
     let signer = Arc::new(AuditSigner::generate());
     let factory = ArchiveFactory::new(
@@ -126,7 +126,7 @@ async fn the_server_killed_and_restarted_loses_no_acknowledged_event() {
 
     // Short outage: killed, a batch sent while it is down, restarted within
     // the client's retry deadline.
-    keep(store.as_ref(), &kept).await;
+    keep(store.as_ref(), kept.as_ref()).await;
     server.kill().unwrap();
     let events = common::events("short-outage", 5);
     let in_flight = tokio::spawn({
@@ -157,7 +157,7 @@ async fn the_server_killed_and_restarted_loses_no_acknowledged_event() {
 
     // Long outage: past the client's deadline, so the sink fails with a
     // transient error and is rebuilt until the server is back.
-    keep(store.as_ref(), &kept).await;
+    keep(store.as_ref(), kept.as_ref()).await;
     server.kill().unwrap();
     let events = common::events("long-outage", 5);
     let in_flight = tokio::spawn({
@@ -185,7 +185,7 @@ async fn the_server_killed_and_restarted_loses_no_acknowledged_event() {
         let (outcomes, _) = append_supervised(&factory, &mut sink, &events).await;
         acknowledge(&mut acknowledged, &events, &outcomes);
     }
-    keep(store.as_ref(), &kept).await;
+    keep(store.as_ref(), kept.as_ref()).await;
 
     // The union verifies as one chain holding exactly the acknowledged events.
     let report = common::verify(&kept, &prefix, &signer).await;
@@ -194,15 +194,6 @@ async fn the_server_killed_and_restarted_loses_no_acknowledged_event() {
     assert_eq!(acknowledged.len(), (10 + 1 + 5 + 1 + 5) * 5);
     let seqs: Vec<u64> = acknowledged.iter().map(|(_, seq)| *seq).collect();
     assert_eq!(seqs, (1..=acknowledged.len() as u64).collect::<Vec<_>>());
-    let mut stored = Vec::new();
-    for path in common::object_paths(&kept, &prefix.child("default").child("records")).await {
-        for record in audit_s3_jsonl::segment::read_segment(&kept, &Path::from(path))
-            .await
-            .unwrap()
-        {
-            let event: serde_json::Value = serde_json::from_str(&record.event_json).unwrap();
-            stored.push((event["id"].as_str().unwrap().to_owned(), record.seq));
-        }
-    }
+    let stored = common::stored_ids(&kept, &prefix, &Default::default()).await;
     assert_eq!(stored, acknowledged);
 }

@@ -17,7 +17,6 @@ use audit_core::pipeline::{AuditPipeline, ShutdownReport};
 use audit_core::sink::SinkError;
 use audit_core::tee::{MirrorFailures, Tee};
 use audit_core::{AuditEvent, ChainId};
-use audit_s3_jsonl::dead_letters::read_dead_letters;
 use audit_s3_jsonl::{ArchiveFactory, ArchiveOptions};
 use audit_testkit::object_stores::FailingPuts;
 use audit_testkit::servers::s3::MotoServer;
@@ -158,7 +157,7 @@ async fn a_moto_mirror_holds_the_primarys_chain_event_for_event() {
     run.assert_primary_has_everything(&signer);
     assert_eq!(run.mirror_failures.get(), 0);
 
-    let verified = common::verify(store.as_ref(), &mirror, &signer).await;
+    let verified = common::verify(&store, &mirror, &signer).await;
     assert!(verified.is_ok(), "{:?}", verified.failures);
     assert_eq!(verified.records, run.primary.len() as u64);
     // The mirror got the same batches in the same order: same seqs, same
@@ -169,18 +168,11 @@ async fn a_moto_mirror_holds_the_primarys_chain_event_for_event() {
         .into_iter()
         .map(|record| (record.seq, record.event_json))
         .collect();
-    let mut mirrored = Vec::new();
-    let records_dir = mirror.child("default").child("records");
-    for path in common::object_paths(store.as_ref(), &records_dir).await {
-        let segment = audit_s3_jsonl::segment::read_segment(store.as_ref(), &Path::from(path))
-            .await
-            .unwrap();
-        mirrored.extend(
-            segment
-                .into_iter()
-                .map(|record| (record.seq, record.event_json)),
-        );
-    }
+    let mirrored: Vec<(u64, String)> = common::records(&store, &mirror, &ChainId::default())
+        .await
+        .into_iter()
+        .map(|record| (record.seq, record.event_json))
+        .collect();
     assert_eq!(mirrored, primary);
 }
 
@@ -203,9 +195,7 @@ async fn a_mirror_refused_its_segments_dead_letters_them_and_the_primary_gets_ev
             .await
             .is_empty()
     );
-    let letters = read_dead_letters(denying.as_ref(), &mirror, &ChainId::default())
-        .await
-        .unwrap();
+    let letters = common::dead_letters(&denying, &mirror, &ChainId::default()).await;
     let mut kept: Vec<&str> = letters
         .iter()
         .map(|letter| letter.event_json.as_str())

@@ -7,14 +7,11 @@ mod common;
 
 use std::sync::Arc;
 
-use audit_core::chain::{FailureKind, VerifyOptions};
+use audit_core::chain::FailureKind;
 use audit_core::chain_writer::CheckpointPolicy;
 use audit_core::keys::AuditSigner;
 use audit_core::sink::AuditSink;
-use audit_s3_jsonl::verify::verify_archive;
-use audit_s3_jsonl::{
-    ArchiveOptions, ArchiveSink, ObjectStoreCheckpointPublisher, read_checkpoints,
-};
+use audit_s3_jsonl::{ArchiveOptions, ObjectStoreCheckpointPublisher, open_sink};
 use audit_testkit::servers::s3::MotoServer;
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
@@ -36,7 +33,7 @@ async fn deleting_the_tail_and_its_checkpoints_is_caught_by_published_checkpoint
         published.clone(),
         Path::default(),
     )));
-    let mut sink = ArchiveSink::open(
+    let mut sink = open_sink(
         primary.clone(),
         prefix.clone(),
         options.clone(),
@@ -51,9 +48,7 @@ async fn deleting_the_tail_and_its_checkpoints_is_caught_by_published_checkpoint
     }
     sink.checkpoint().await.unwrap();
     let chain = options.chain.clone();
-    let external = read_checkpoints(published.as_ref(), &Path::default(), &chain)
-        .await
-        .unwrap();
+    let external = common::checkpoints(&published, &Path::default(), &chain).await;
     let external_seqs: Vec<u64> = external.iter().map(|checkpoint| checkpoint.seq).collect();
     assert_eq!(external_seqs, [10, 20, 30]);
 
@@ -62,18 +57,7 @@ async fn deleting_the_tail_and_its_checkpoints_is_caught_by_published_checkpoint
         let primary = primary.clone();
         let prefix = prefix.clone();
         let keyring = common::keyring(&signer);
-        async move {
-            verify_archive(
-                primary.as_ref(),
-                &prefix,
-                None,
-                keyring,
-                VerifyOptions::default(),
-                &checkpoints,
-            )
-            .await
-            .unwrap()
-        }
+        async move { common::verify_with(&primary, &prefix, keyring, checkpoints).await }
     };
     let report = verify(external.clone()).await;
     assert!(report.is_ok(), "{:?}", report.failures);

@@ -1,41 +1,50 @@
 //! The shared test vectors (written by an independent implementation of
-//! FORMAT.md): the good JSONL folder verifies through `LocalFileSystem`;
-//! each tampered JSONL folder fails at the stated seq, verified against
-//! the checkpoints of the good folder.
+//! FORMAT.md), read through [`ArchiveSource`] and checked by the core's
+//! one verifier: the good JSONL folder verifies; each tampered JSONL
+//! folder fails at the stated seq, verified against the checkpoints of the
+//! good folder. Both as local folders and copied into moto's S3 server.
 
-use audit_core::ChainId;
-use audit_core::chain::{VerifyOptions, VerifyReport};
-use audit_s3_jsonl::read_checkpoints;
-use audit_s3_jsonl::verify::verify_archive;
+mod common;
+
+use std::sync::Arc;
+
+use audit_core::chain::VerifyReport;
+use audit_core::{ChainId, Checkpoint};
+use audit_testkit::servers::s3::MotoServer;
 use audit_testkit::vectors::{dir as vectors, keyring};
+use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
-async fn verify_folder(dir: &std::path::Path, external: &[audit_core::Checkpoint]) -> VerifyReport {
-    let store = LocalFileSystem::new_with_prefix(dir).unwrap();
-    let options = VerifyOptions {
-        require_signed: true,
-        ..VerifyOptions::default()
-    };
-    verify_archive(&store, &Path::default(), None, keyring(), options, external)
-        .await
-        .unwrap()
+fn folder(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
+    Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap())
 }
 
-async fn good_checkpoints() -> Vec<audit_core::Checkpoint> {
-    let store = LocalFileSystem::new_with_prefix(vectors().join("good/jsonl")).unwrap();
-    read_checkpoints(&store, &Path::default(), &ChainId::default())
-        .await
-        .unwrap()
+/// Copies every object of `from` into `to` under `prefix`.
+async fn upload(from: &Arc<dyn ObjectStore>, to: &Arc<dyn ObjectStore>, prefix: &Path) {
+    for path in common::object_paths(from.as_ref(), &Path::default()).await {
+        let body = from
+            .get(&Path::from(path.as_str()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let target = Path::from(format!("{prefix}/{path}"));
+        to.put(&target, body.into()).await.unwrap();
+    }
 }
 
-#[tokio::test]
-async fn the_good_jsonl_folder_verifies() {
+async fn good_checkpoints() -> Vec<Checkpoint> {
+    let good = folder(&vectors().join("good/jsonl"));
+    common::checkpoints(&good, &Path::default(), &ChainId::default()).await
+}
+
+fn check_good(report: &VerifyReport) {
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(vectors().join("good/manifest.json")).unwrap(),
     )
     .unwrap();
-    let report = verify_folder(&vectors().join("good/jsonl"), &[]).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.records, 300);
     assert_eq!(report.checkpoints, 6);
@@ -45,18 +54,23 @@ async fn the_good_jsonl_folder_verifies() {
     assert_eq!(chain.head_hash, manifest["head_hash"].as_str().unwrap());
 }
 
-#[tokio::test]
-async fn each_tampered_jsonl_folder_fails_at_the_stated_seq() {
-    let expectations = audit_testkit::vectors::tampered();
+/// Verifies each tampered JSONL folder (opened by `open`) and checks the
+/// first failure; returns how many were checked.
+async fn check_tampered<F, Fut>(open: F) -> usize
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = (Arc<dyn ObjectStore>, Path)>,
+{
     let checkpoints = good_checkpoints().await;
     assert_eq!(checkpoints.len(), 6);
     let mut checked = 0;
-    for expectation in expectations {
+    for expectation in audit_testkit::vectors::tampered() {
         let file = expectation.file.as_str();
         if !file.starts_with("jsonl_") {
             continue;
         }
-        let report = verify_folder(&vectors().join("tampered").join(file), &checkpoints).await;
+        let (store, prefix) = open(file.to_owned()).await;
+        let report = common::verify_with(&store, &prefix, keyring(), checkpoints.clone()).await;
         let failure = report
             .first_failure()
             .unwrap_or_else(|| panic!("{file}: tamper not detected"));
@@ -67,5 +81,51 @@ async fn each_tampered_jsonl_folder_fails_at_the_stated_seq() {
         }
         checked += 1;
     }
+    checked
+}
+
+#[tokio::test]
+async fn the_good_jsonl_folder_verifies() {
+    let good = folder(&vectors().join("good/jsonl"));
+    check_good(&common::verify_with(&good, &Path::default(), keyring(), Vec::new()).await);
+}
+
+#[tokio::test]
+async fn each_tampered_jsonl_folder_fails_at_the_stated_seq() {
+    let checked = check_tampered(|file| async move {
+        (
+            folder(&vectors().join("tampered").join(file)),
+            Path::default(),
+        )
+    })
+    .await;
     assert_eq!(checked, 2, "the vectors name two tampered JSONL folders");
+}
+
+#[tokio::test]
+async fn the_vectors_copied_into_moto_give_the_same_verdicts() {
+    let server = MotoServer::start().unwrap();
+    let s3 = server.store("");
+    upload(
+        &folder(&vectors().join("good/jsonl")),
+        &s3,
+        &Path::from("good"),
+    )
+    .await;
+    check_good(&common::verify_with(&s3, &Path::from("good"), keyring(), Vec::new()).await);
+    let checked = check_tampered(|file| {
+        let s3 = s3.clone();
+        async move {
+            let prefix = Path::from(file.as_str());
+            upload(
+                &folder(&vectors().join("tampered").join(&file)),
+                &s3,
+                &prefix,
+            )
+            .await;
+            (s3, prefix)
+        }
+    })
+    .await;
+    assert_eq!(checked, 2);
 }
