@@ -83,7 +83,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     let path = match &args.store {
         None => temp.path().join("bench.db"),
         Some(StoreUrl::Sqlite(path)) => path.clone(),
-        Some(other) => return Err(other.unsupported("bench")),
+        Some(other) => {
+            return Err(CliError::usage(format!(
+                "`bench` measures a SQLite file against its raw insert rate; give sqlite://PATH, not {other}"
+            )));
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -269,7 +269,7 @@ fn sigkill_rounds(site: &Site, rounds: u32) {
         );
     }
     assert!(
-        interrupted * 2 >= rounds,
+        interrupted * 2 >= u64::from(rounds),
         "only {interrupted} of {rounds} kills interrupted a writer: the suite did not test crashes"
     );
     eprintln!(
