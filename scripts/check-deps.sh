@@ -26,7 +26,7 @@ reasons_file=deps-reasons.toml
 while [ $# -gt 0 ]; do
   case "$1" in
     --reasons) reasons_file="$2"; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "check-deps: unknown argument $1" >&2; exit 2 ;;
   esac
 done

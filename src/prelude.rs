@@ -34,8 +34,8 @@
 //! ```
 //!
 //! With the `tracing` feature (on by default) it also brings
-//! [`AuditLayer`](crate::tracing_layer::AuditLayer), which turns `tracing`
-//! events of the `audit` target into audit events.
+//! [`AuditLayer`], which turns `tracing` events of the `audit` target into
+//! audit events.
 
 pub use audit_core::AuditEvent;
 pub use audit_core::chain_writer::ChainSinkOptions;

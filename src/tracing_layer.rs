@@ -8,9 +8,13 @@
 //! - its type is the field `event_type`, or the event's message when that
 //!   field is absent;
 //! - its actor is the field `actor`, which is required: an event without
-//!   one (or with an empty one) is *refused*, counted, logged at error
-//!   level with its fields and handed to the [`on_refused`](AuditLayer::on_refused)
-//!   callback if one is set, never silently dropped;
+//!   one (or with an empty one) is *refused*: counted, logged at error
+//!   level with its fields (target `deferred_audit::tracing_layer`) and
+//!   handed to the [`on_refused`](AuditLayer::on_refused) callback if one
+//!   is set, never silently dropped. (`tracing` delivers an event emitted
+//!   from inside a layer only under a global default subscriber; under a
+//!   scoped one, `with_default`/`set_default`, the log line is lost, and
+//!   the counter and the callback are what remain.)
 //! - every other field goes into the JSON payload under its name: integers,
 //!   floats, bools and strings as such, integers beyond ±2^53 (which a JSON
 //!   number cannot hold exactly) and non-finite floats as strings, and
@@ -188,7 +192,9 @@ impl AuditLayer {
             });
         }
         let actor = actor.unwrap_or_default();
-        match AuditEvent::new(event_type.clone(), actor, Value::Object(payload.clone())) {
+        // From the map by reference: the payload is kept for a refusal
+        // without a copy per event.
+        match AuditEvent::from_serialize(event_type.as_str(), actor, &payload) {
             Ok(audit_event) => {
                 if self.queue.submit(audit_event) {
                     self.counters
@@ -214,7 +220,7 @@ impl AuditLayer {
 
     fn refuse(&self, refused: RefusedEvent) {
         self.counters.inner.refused.fetch_add(1, Ordering::Relaxed);
-        let fields = Value::Object(refused.payload.clone()).to_string();
+        let fields = serde_json::to_string(&refused.payload).unwrap_or_default();
         tracing::error!(
             target: "deferred_audit::tracing_layer",
             reason = %refused.reason,
