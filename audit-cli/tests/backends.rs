@@ -71,14 +71,20 @@ fn postgres_demo_verifies_exports_and_a_tampered_actor_fails_at_its_seq() {
     let url = server.url_for("audit");
     let dir = tempfile::tempdir().unwrap();
 
+    // Reading never creates the schema: an empty database is refused, named.
+    cli()
+        .args(["dlq", "list", &url, "--json"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("127.0.0.1"));
+
+    demo(dir.path(), 600, &["--store", &url]);
     let output = cli()
         .args(["dlq", "list", &url, "--json"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
-    assert_eq!(json_of(&output)["count"], 0, "no dead letters yet");
-
-    demo(dir.path(), 600, &["--store", &url]);
+    assert_eq!(json_of(&output)["count"], 0, "no dead letters");
     let pubkey = demo_pubkey(dir.path()).display().to_string();
     let (code, json) = verify(dir.path(), &url, &["--pubkey", &pubkey, "--require-signed"]);
     assert_eq!(code, Some(0), "{json}");
@@ -108,6 +114,12 @@ fn postgres_demo_verifies_exports_and_a_tampered_actor_fails_at_its_seq() {
 
     cli()
         .args(["dlq", "replay", &url])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unsigned records"));
+    cli()
+        .args(["dlq", "replay", &url, "--key"])
+        .arg(dir.path().join("demo-data/audit-key.pem"))
         .assert()
         .code(0)
         .stdout(predicate::str::contains("0 appended"));
@@ -232,7 +244,13 @@ fn file_urls_serve_demo_and_dlq_list() {
         .args(["dlq", "replay", &archive])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("dlq list"));
+        .stderr(predicate::str::contains("unsigned records"));
+    cli()
+        .args(["dlq", "replay", &archive, "--key"])
+        .arg(dir.path().join("demo-data/audit-key.pem"))
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("0 appended"));
 }
 
 /// Issue 6: the tail of a SQLite chain and its own checkpoints deleted are

@@ -501,3 +501,82 @@ fn bench_json_reports_every_measure_as_a_positive_number() {
     assert_eq!(report["pipeline_appended"], 2000, "{report}");
     assert_eq!(report["verify_ok"], true, "{report}");
 }
+
+#[test]
+fn a_postgres_password_is_never_printed() {
+    // Port 1 on loopback refuses at once: every command fails, and says so
+    // without the password, whether it is in the userinfo or a parameter.
+    for url in [
+        "postgres://auditor:hunter2-secret@127.0.0.1:1/audit?connect_timeout=2",
+        "postgres://auditor@127.0.0.1:1/audit?password=hunter2-secret&connect_timeout=2",
+    ] {
+        for args in [
+            vec!["verify", url],
+            vec!["verify", url, "--json"],
+            vec!["dlq", "list", url],
+            vec!["tail", url],
+        ] {
+            let output = cli().args(&args).output().unwrap();
+            assert_eq!(output.status.code(), Some(2), "{args:?}");
+            let printed = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(!printed.contains("hunter2"), "{args:?} printed the password: {printed}");
+            assert!(printed.contains("127.0.0.1"), "{args:?} must name the server: {printed}");
+        }
+    }
+}
+
+#[test]
+fn show_and_tail_read_records_as_stored() {
+    let url = format!("sqlite://{}", vectors().join("good/chain.sqlite").display());
+    let output = cli()
+        .args(["show", &url, "--seq", "42", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let record = json_of(&output);
+    assert_eq!(record["seq"], 42);
+    assert_eq!(record["chain"], "default");
+    assert!(record["event"]["id"].is_string(), "{record}");
+    cli()
+        .args(["show", &url, "--seq", "301"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no record at seq 301"));
+    let output = cli().args(["tail", &url, "-n", "3", "--json"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let seqs: Vec<u64> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [298, 299, 300]);
+    cli()
+        .args(["tail", &url, "-n", "1"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("seq 300 of chain default (signed by key"));
+}
+
+#[test]
+fn verify_json_piped_into_a_closed_reader_does_not_panic() {
+    use std::io::Read as _;
+    use std::process::{Command as Process, Stdio};
+    let url = format!("sqlite://{}", vectors().join("good/chain.sqlite").display());
+    let mut child = Process::new(env!("CARGO_BIN_EXE_deferred-audit"))
+        .args(["tail", &url, "-n", "300", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    drop(child.stdout.take()); // like `| head -c 16`
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.code().is_some(), "killed by a signal: {status:?}");
+}
