@@ -6,7 +6,7 @@
 //! | `23505` unique violation, `40001` serialization failure, `40P01` deadlock | [`ErrorClass::Conflict`] |
 //! | class `08` (connection exception), `57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now, `57P05` idle session timeout, `57014` query canceled, `53300` too many connections, `55P03` lock not available | [`ErrorClass::Transient`] |
 //! | connection closed, I/O error, connect timeout | [`ErrorClass::Transient`] |
-//! | anything else (permissions, authentication, missing database, schema) | [`ErrorClass::Permanent`] |
+//! | anything else (permissions, authentication, missing database, schema, TLS setup and handshake) | [`ErrorClass::Permanent`] |
 //!
 //! A transient error reaches the pipeline's supervisor, which rebuilds the
 //! sink from its factory (that is, reconnects) with backoff. On the read
@@ -37,13 +37,43 @@ pub enum PostgresError {
         /// What is wrong.
         detail: String,
     },
-    /// The URL asks for TLS (`sslmode=require`) but no TLS connector was given.
+    /// The URL asks for TLS (`sslmode=require`, `verify-ca` or
+    /// `verify-full`) but this build has no TLS: the crate feature `tls`
+    /// is off.
     #[error(
-        "{target}: sslmode=require needs a TLS connector; connect with `PostgresStore::connect_with_tls` (any `tokio_postgres::tls::MakeTlsConnect`), or use sslmode=disable/prefer"
+        "{target}: sslmode={mode} needs TLS, which this build lacks: enable the cargo feature `tls` of audit-postgres (`postgres-tls` of deferred-audit), or connect with `PostgresStore::connect_with_tls` (any `tokio_postgres::tls::MakeTlsConnect`)"
     )]
     TlsNotConfigured {
         /// The server.
         target: String,
+        /// The URL's `sslmode`.
+        mode: &'static str,
+    },
+    /// TLS cannot be set up: the trusted roots (`sslrootcert`,
+    /// `PGSSLROOTCERT`, the system's store) are missing or unreadable.
+    #[error("{target}: TLS setup failed: {detail}")]
+    TlsConfig {
+        /// The server.
+        target: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The TLS handshake failed: typically the server's certificate is
+    /// not signed by a trusted root, has expired, or (`verify-full`) does
+    /// not name the host.
+    #[error("{target}: TLS handshake failed (sslmode={mode}, trusted roots: {roots}): {detail}")]
+    TlsHandshake {
+        /// The server.
+        target: String,
+        /// rustls' reason.
+        detail: String,
+        /// The URL's `sslmode`.
+        mode: &'static str,
+        /// Where the trusted roots came from.
+        roots: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
     },
     /// The server did not answer within the connect timeout.
     #[error("{target}: no connection within {after:?}")]
@@ -191,7 +221,9 @@ impl PostgresError {
     pub fn target(&self) -> &str {
         match self {
             PostgresError::BadUrl { url, .. } => url,
-            PostgresError::TlsNotConfigured { target }
+            PostgresError::TlsNotConfigured { target, .. }
+            | PostgresError::TlsConfig { target, .. }
+            | PostgresError::TlsHandshake { target, .. }
             | PostgresError::ConnectTimeout { target, .. }
             | PostgresError::AuthenticationFailed { target, .. }
             | PostgresError::MissingDatabase { target, .. }

@@ -19,7 +19,8 @@
 //! - [`schema`]: the tables of FORMAT.md section 6, created and migrated by
 //!   writers on connect; another format or a newer version is refused
 //!   untouched.
-//! - [`connect`]: URLs, TLS, timeouts. [`error`]: typed errors classified
+//! - [`connect`]: URLs, TLS (`sslmode`, `sslrootcert`; rustls behind the
+//!   crate feature `tls`), timeouts. [`error`]: typed errors classified
 //!   by SQLSTATE; a lost connection is transient, so the supervisor
 //!   reconnects through [`sink_factory`] with backoff.
 //!
@@ -58,7 +59,12 @@ use std::future::Future;
 use audit_core::chain_writer::{ChainSinkOptions, ChainWriter};
 use audit_core::sink::{SinkError, SinkFactory};
 
-pub use connect::{PostgresOptions, describe, parse_url};
+#[cfg(feature = "tls")]
+pub use connect::rustls_connector;
+pub use connect::{
+    ConnectSettings, PostgresOptions, RootCerts, TlsMode, TlsSettings, describe, parse_connect_url,
+    parse_url,
+};
 pub use error::PostgresError;
 pub use read::{PostgresSource, open_source};
 pub use write::PostgresStore;
@@ -68,7 +74,8 @@ pub type PostgresSink = ChainWriter<PostgresStore>;
 
 /// `PostgresSink::connect(url, chain_options, postgres_options)`.
 pub trait PostgresSinkExt: Sized {
-    /// Connects to `url` (no TLS; see [`PostgresStore::connect`]), checks
+    /// Connects to `url` (TLS as its `sslmode` says; see
+    /// [`PostgresStore::connect`]), checks
     /// or creates the schema, and wraps the store in the chain policy.
     fn connect(
         url: &str,
@@ -89,7 +96,8 @@ impl PostgresSinkExt for PostgresSink {
 }
 
 /// A factory for the pipeline's supervisor: each call opens a fresh
-/// connection (this is how a lost connection is re-established).
+/// connection (this is how a lost connection is re-established), with TLS
+/// when the URL's `sslmode` asks for it (see [`connect`]).
 pub fn sink_factory(
     url: impl Into<String>,
     chain: ChainSinkOptions,

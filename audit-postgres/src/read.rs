@@ -66,7 +66,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{Client, Config, Row, Socket, Statement};
 
-use crate::connect::{Connection, PostgresOptions, connect_plain, connect_tls};
+use crate::connect::{Connection, PostgresOptions, connect_tls, connect_url};
 use crate::error::PostgresError;
 use crate::schema;
 
@@ -123,14 +123,15 @@ impl std::fmt::Debug for PostgresSource {
     }
 }
 
-/// Opens the PostgreSQL audit database at `url` for reading, without TLS
-/// (see [`PostgresSource::connect_with_tls`]). It checks the schema and
-/// never creates, migrates or writes anything.
+/// Opens the PostgreSQL audit database at `url` for reading, with TLS when
+/// its `sslmode` asks for it (with the crate feature `tls`; see
+/// [`connect`](crate::connect) and [`PostgresSource::connect_with_tls`]).
+/// It checks the schema and never creates, migrates or writes anything.
 pub async fn open_source(
     url: &str,
     options: PostgresOptions,
 ) -> Result<PostgresSource, PostgresError> {
-    let connection = connect_plain(url, &options).await?;
+    let connection = connect_url(url, &options).await?;
     PostgresSource::open(connection, &options).await
 }
 

@@ -47,7 +47,7 @@ use audit_core::{AuditEvent, Digest};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, IsolationLevel, Row, Socket, Statement, Transaction};
 
-use crate::connect::{Connection, PostgresOptions, connect_plain, connect_tls};
+use crate::connect::{Connection, PostgresOptions, connect_tls, connect_url};
 use crate::error::PostgresError;
 use crate::schema;
 
@@ -69,12 +69,12 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to `url` without TLS (`sslmode=disable` or `prefer`; a URL
-    /// with `sslmode=require` is refused, see
+    /// Connects to `url`, with TLS when its `sslmode` asks for it (with the
+    /// crate feature `tls`; see [`connect`](crate::connect) and
     /// [`connect_with_tls`](Self::connect_with_tls)), then checks the
     /// schema, creating or migrating it when allowed by `options`.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, PostgresError> {
-        let connection = connect_plain(url, &options).await?;
+        let connection = connect_url(url, &options).await?;
         Self::open(connection, options).await
     }
 

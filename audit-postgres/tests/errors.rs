@@ -36,6 +36,7 @@ async fn a_bad_url_is_refused_before_connecting() {
     assert_eq!(error.class(), ErrorClass::Permanent);
 }
 
+#[cfg(not(feature = "tls"))]
 #[tokio::test]
 async fn sslmode_require_without_a_connector_says_how_to_add_one() {
     let error = connect("postgres://alice@127.0.0.1:1/audit?sslmode=require")
@@ -46,6 +47,7 @@ async fn sslmode_require_without_a_connector_says_how_to_add_one() {
         "{error:?}"
     );
     assert!(error.to_string().contains("connect_with_tls"), "{error}");
+    assert!(error.to_string().contains("feature `tls`"), "{error}");
 }
 
 #[tokio::test]

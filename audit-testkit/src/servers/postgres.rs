@@ -12,6 +12,12 @@
 //! are missing, `start` fails and says to install PostgreSQL
 //! (`apt-get install -y postgresql`, or run `scripts/test.sh`).
 //!
+//! [`PostgresServer::start_with_tls`] also turns TLS on: a throwaway CA
+//! (made with the `openssl` binary) signs a certificate for `localhost`
+//! and `127.0.0.1`; [`PostgresServer::ca_cert`] is the CA's PEM file, for
+//! `sslrootcert=` ([`PostgresServer::tls_url_for`] builds such a URL).
+//! [`TestCa`] makes more CAs (e.g. a wrong one for a refusal test).
+//!
 //! ```no_run
 //! use audit_testkit::servers::postgres::PostgresServer;
 //! let server = PostgresServer::start()?;
@@ -41,6 +47,138 @@ pub struct PostgresServer {
     port: u16,
     as_postgres_user: bool,
     running: bool,
+    tls: Option<TlsFiles>,
+}
+
+/// The TLS files of a server started by [`PostgresServer::start_with_tls`].
+#[derive(Debug, Clone)]
+struct TlsFiles {
+    ca: TestCa,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A throwaway certificate authority made with the `openssl` binary
+/// (ECDSA P-256, valid for two days): its PEM certificate and key.
+#[derive(Debug, Clone)]
+pub struct TestCa {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TestCa {
+    /// Creates a self-signed CA named `common_name` in `dir`
+    /// (`<stem>.crt` and `<stem>.key`, `stem` derived from the name).
+    pub fn create(dir: &Path, common_name: &str) -> Result<Self, ServerError> {
+        let stem: String = common_name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        let mut command = Command::new("openssl");
+        command
+            .args(["req", "-x509", "-new", "-nodes", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-days",
+                "2",
+                "-sha256",
+            ])
+            .arg("-subj")
+            .arg(format!("/CN={common_name}"))
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert);
+        run(&mut command, None).map_err(openssl_hint)?;
+        Ok(Self { cert, key })
+    }
+
+    /// The CA's certificate (PEM), for `sslrootcert=`.
+    pub fn cert(&self) -> &Path {
+        &self.cert
+    }
+
+    /// Issues a server certificate for `localhost` and `127.0.0.1`, written
+    /// to `dir` as `server.crt` and `server.key` (mode 0600); returns their
+    /// paths.
+    pub fn issue_server_cert(&self, dir: &Path) -> Result<(PathBuf, PathBuf), ServerError> {
+        let cert = dir.join("server.crt");
+        let key = dir.join("server.key");
+        let request = dir.join("server.csr");
+        let extensions = dir.join("server.ext");
+        std::fs::write(
+            &extensions,
+            "basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\n\
+             subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .map_err(ServerError::io(
+            "writing the server certificate's extensions",
+        ))?;
+        let mut command = Command::new("openssl");
+        command
+            .args(["req", "-new", "-nodes", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&request);
+        run(&mut command, None).map_err(openssl_hint)?;
+        let serial = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or_default();
+        let mut command = Command::new("openssl");
+        command
+            .args(["x509", "-req", "-days", "2", "-sha256"])
+            .arg("-in")
+            .arg(&request)
+            .arg("-CA")
+            .arg(&self.cert)
+            .arg("-CAkey")
+            .arg(&self.key)
+            .arg("-set_serial")
+            .arg(format!("{serial}"))
+            .arg("-extfile")
+            .arg(&extensions)
+            .arg("-out")
+            .arg(&cert);
+        run(&mut command, None).map_err(openssl_hint)?;
+        set_mode(&key, 0o600)?;
+        Ok((cert, key))
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), ServerError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(ServerError::io(
+        format!("setting the mode of {} to {mode:o}", path.display()),
+    ))
+}
+
+/// `openssl` missing is a missing binary, not a failed command.
+fn openssl_hint(error: ServerError) -> ServerError {
+    match error {
+        ServerError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            ServerError::MissingBinary {
+                program: "openssl".into(),
+                searched: "PATH".into(),
+                install: "install OpenSSL: `apt-get install -y openssl`".into(),
+            }
+        }
+        other => other,
+    }
 }
 
 impl PostgresServer {
@@ -54,6 +192,17 @@ impl PostgresServer {
     /// method (`trust`, `md5`, `scram-sha-256`); with a password method the
     /// superuser `postgres` gets the password `postgres`.
     pub fn start_with_auth(auth: &str) -> Result<Self, ServerError> {
+        Self::start_with(auth, false)
+    }
+
+    /// Like [`start`](Self::start), with TLS on (`ssl=on`): a fresh CA
+    /// ([`ca_cert`](Self::ca_cert)) signs the server's certificate for
+    /// `localhost` and `127.0.0.1`. Plain connections are still accepted.
+    pub fn start_with_tls() -> Result<Self, ServerError> {
+        Self::start_with("trust", true)
+    }
+
+    fn start_with(auth: &str, tls: bool) -> Result<Self, ServerError> {
         let bin = find_bin_dir()?;
         let as_postgres_user = running_as_root();
         let base = if as_postgres_user {
@@ -74,11 +223,15 @@ impl PostgresServer {
             port: 0,
             as_postgres_user,
             running: false,
+            tls: None,
         };
         if as_postgres_user {
             give_to_postgres_user(server.dir.path())?;
         }
         server.initdb(auth)?;
+        if tls {
+            server.tls = Some(server.make_tls_files()?);
+        }
         server.start_on_free_port()?;
         Ok(server)
     }
@@ -96,6 +249,25 @@ impl PostgresServer {
     /// The URL of `database` as the superuser.
     pub fn url_for(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The CA that signed the server's certificate (PEM), when started by
+    /// [`start_with_tls`](Self::start_with_tls).
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.ca.cert())
+    }
+
+    /// The URL of `database` as the superuser over verified TLS
+    /// (`?sslmode=verify-full&sslrootcert=CA`), when started by
+    /// [`start_with_tls`](Self::start_with_tls).
+    pub fn tls_url_for(&self, database: &str) -> Option<String> {
+        self.ca_cert().map(|ca| {
+            format!(
+                "{}?sslmode=verify-full&sslrootcert={}",
+                self.url_for(database),
+                ca.display()
+            )
+        })
     }
 
     /// The directory holding the cluster, its socket and its log.
@@ -172,11 +344,36 @@ impl PostgresServer {
     }
 
     fn server_options(&self) -> String {
-        format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
             self.port,
             self.dir.path().display()
-        )
+        );
+        if let Some(tls) = &self.tls {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                tls.cert.display(),
+                tls.key.display()
+            ));
+        }
+        options
+    }
+
+    /// A CA and the server's certificate in `tls/` of the server's
+    /// directory; the key is the server user's, mode 0600, as PostgreSQL
+    /// requires.
+    fn make_tls_files(&self) -> Result<TlsFiles, ServerError> {
+        let dir = self.dir.path().join("tls");
+        std::fs::create_dir(&dir)
+            .map_err(ServerError::io(format!("creating {}", dir.display())))?;
+        let ca = TestCa::create(&dir, "deferred-audit test CA")?;
+        let (cert, key) = ca.issue_server_cert(&dir)?;
+        if self.as_postgres_user {
+            for path in [&dir, &cert, &key] {
+                give_to_postgres_user(path)?;
+            }
+        }
+        Ok(TlsFiles { ca, cert, key })
     }
 
     /// A command for a server program, run as `postgres` when we are root.
