@@ -18,7 +18,8 @@ use deferred_audit::AuditEvent;
 use deferred_audit::core::chain_writer::ChainSinkOptions;
 use deferred_audit::core::keys::{AuditSigner, Keyring};
 use deferred_audit::core::pipeline::{AuditPipeline, AuditQueue};
-use deferred_audit::sqlite::{SqliteOptions, SqliteVerifyOptions, sink_factory, verify_sqlite};
+use deferred_audit::core::verification::{SourceVerifyOptions, verify_source};
+use deferred_audit::sqlite::{SqliteOptions, SqliteSource, sink_factory};
 
 /// Why a write was refused.
 #[derive(Debug)]
@@ -148,19 +149,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
-    let verified = verify_sqlite(&audit_path, &keyring, SqliteVerifyOptions::default(), &[])?;
+    let source = SqliteSource::open(&audit_path)?;
+    let verified = verify_source(&source, &keyring, SourceVerifyOptions::default()).await?;
     println!(
         "chain verified: {} ({} records)",
         verified.is_ok(),
         verified.records
     );
-    deferred_audit::sqlite::for_each_record(
-        &audit_path,
-        |record| -> Result<(), deferred_audit::sqlite::SqliteError> {
-            println!("  seq {} {}", record.seq, record.event_json);
-            Ok(())
-        },
-    )?;
+    for record in audit_testkit::read_all_records(&source).await? {
+        println!("  seq {} {}", record.seq, record.event_json);
+    }
     assert!(verified.is_ok());
     assert_eq!(verified.records, refused);
     Ok(())

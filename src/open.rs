@@ -5,7 +5,7 @@
 //! - [`open_source`]: the read side ([`ChainSource`]) that the core's one
 //!   verifier, export and replay read;
 //! - [`open_chain_store`]: the write side ([`ChainStore`]) of one chain,
-//!   for export and replay through a [`ChainWriter`](audit_core::chain_writer::ChainWriter);
+//!   for export and replay through a [`ChainWriter`];
 //! - [`sink_factory`]: the [`SinkFactory`] a pipeline drains into;
 //! - [`checkpoint_publisher`]: an archive URL as an off-box checkpoint
 //!   publisher.
@@ -16,6 +16,7 @@
 //!
 //! ```
 //! use deferred_audit::open::{open_source, sink_factory};
+//! use deferred_audit::SinkFactory as _;
 //! use deferred_audit::core::chain_writer::ChainSinkOptions;
 //! use deferred_audit::core::store::StoreUrl;
 //! # #[tokio::main(flavor = "current_thread")]
@@ -33,7 +34,7 @@ use std::sync::Arc;
 
 use audit_core::chain::ChainId;
 use audit_core::chain_writer::{ChainSinkOptions, ChainWriter};
-use audit_core::sink::{CheckpointPublisher, SinkError, SinkFactory};
+use audit_core::sink::{AuditSink, CheckpointPublisher, SinkError, SinkFactory};
 use audit_core::store::memory::MemoryStore;
 use audit_core::store::{ChainSource, ChainStore, StoreUrl, StoreUrlError};
 
@@ -45,7 +46,9 @@ pub enum OpenError {
     #[error(transparent)]
     Url(#[from] StoreUrlError),
     /// This build leaves the URL's backend out.
-    #[error("{url}: this build has no {scheme} backend; enable the cargo feature `{feature}` of deferred-audit")]
+    #[error(
+        "{url}: this build has no {scheme} backend; enable the cargo feature `{feature}` of deferred-audit"
+    )]
     NotBuilt {
         /// The URL (no password).
         url: String,
@@ -138,8 +141,11 @@ pub async fn open_chain_store(
         )),
         #[cfg(feature = "postgres")]
         StoreUrl::Postgres(text) => Ok(Box::new(
-            audit_postgres::PostgresStore::connect(text, audit_postgres::PostgresOptions::default())
-                .await?,
+            audit_postgres::PostgresStore::connect(
+                text,
+                audit_postgres::PostgresOptions::default(),
+            )
+            .await?,
         )),
         #[cfg(feature = "s3")]
         StoreUrl::S3 { .. } | StoreUrl::File(_) => {
@@ -163,9 +169,34 @@ pub async fn open_writer(
     Ok(ChainWriter::new(store, options))
 }
 
+/// A [`SinkFactory`] for any backend, cheap to clone and share (e.g. one
+/// per pipeline and one for a mirror).
+#[derive(Clone)]
+pub struct StoreSinkFactory(Arc<dyn SinkFactory>);
+
+impl std::fmt::Debug for StoreSinkFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreSinkFactory")
+    }
+}
+
+#[async_trait::async_trait]
+impl SinkFactory for StoreSinkFactory {
+    async fn create(&self) -> Result<Box<dyn AuditSink>, SinkError> {
+        self.0.create().await
+    }
+}
+
 /// The [`SinkFactory`] of chain sinks writing `options.chain` into `url`
 /// (the supervisor calls it again to rebuild a failed sink).
 pub fn sink_factory(
+    url: &StoreUrl,
+    options: ChainSinkOptions,
+) -> Result<StoreSinkFactory, OpenError> {
+    open_sink_factory(url, options).map(StoreSinkFactory)
+}
+
+fn open_sink_factory(
     url: &StoreUrl,
     options: ChainSinkOptions,
 ) -> Result<Arc<dyn SinkFactory>, OpenError> {
@@ -211,9 +242,9 @@ pub fn checkpoint_publisher(url: &StoreUrl) -> Result<Arc<dyn CheckpointPublishe
         #[cfg(feature = "s3")]
         StoreUrl::S3 { .. } | StoreUrl::File(_) => {
             let (store, prefix) = archive::object_store(url, archive::Access::Write)?;
-            Ok(Arc::new(audit_s3_jsonl::ObjectStoreCheckpointPublisher::new(
-                store, prefix,
-            )))
+            Ok(Arc::new(
+                audit_s3_jsonl::ObjectStoreCheckpointPublisher::new(store, prefix),
+            ))
         }
         #[cfg(not(feature = "s3"))]
         StoreUrl::S3 { .. } | StoreUrl::File(_) => Err(not_built(url, "s3")),
