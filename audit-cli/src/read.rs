@@ -65,18 +65,16 @@ pub fn show(args: &ShowArgs) -> Result<ExitCode, CliError> {
     let found = block_on(async {
         let source = open_source(&args.url).await?;
         let mut rows = source.records(&chain, args.seq).await?;
-        while let Some(row) = rows.next().await {
-            match row? {
-                SourceRecord::Record(record) if record.seq == args.seq => {
-                    return Ok::<_, CliError>(Some(SourceRecord::Record(record)));
-                }
-                SourceRecord::Malformed { seq, detail } if seq == i128::from(args.seq) => {
-                    return Ok(Some(SourceRecord::Malformed { seq, detail }));
-                }
-                _ => break,
+        let found = match rows.next().await.transpose()? {
+            Some(SourceRecord::Record(record)) if record.seq == args.seq => {
+                Some(SourceRecord::Record(record))
             }
-        }
-        Ok(None)
+            Some(SourceRecord::Malformed { seq, detail }) if seq == i128::from(args.seq) => {
+                Some(SourceRecord::Malformed { seq, detail })
+            }
+            _ => None,
+        };
+        Ok::<_, CliError>(found)
     })??;
     match found {
         Some(row) => {
@@ -99,9 +97,11 @@ pub fn tail(args: &TailArgs) -> Result<ExitCode, CliError> {
         let from = last.saturating_sub(args.count.saturating_sub(1)).max(1);
         let mut next = if args.count == 0 { last + 1 } else { from };
         next = print_from(source.as_ref(), &chain, next, args.json).await?;
-        while args.follow {
-            tokio::time::sleep(FOLLOW_POLL).await;
-            next = print_from(source.as_ref(), &chain, next, args.json).await?;
+        if args.follow {
+            loop {
+                tokio::time::sleep(FOLLOW_POLL).await;
+                next = print_from(source.as_ref(), &chain, next, args.json).await?;
+            }
         }
         Ok::<_, CliError>(())
     })??;

@@ -13,14 +13,9 @@ use audit_testkit::sinks::{
 };
 
 fn memory_caps(chain: &MemoryChain, keyring: Keyring) -> Capabilities {
-    let records = chain.clone();
-    let letters = chain.clone();
-    let checkpoints = chain.clone();
     let inject = chain.clone();
     Capabilities::new()
-        .read_back(move || std::future::ready(Ok(records.records())))
-        .read_dead_letters(move || std::future::ready(Ok(letters.dead_letters())))
-        .read_checkpoints(move || std::future::ready(Ok(checkpoints.checkpoints())))
+        .source(chain.memory_store().clone())
         .inject_permanent_failure(move || {
             inject.fail_next_appends(1, ErrorClass::Permanent);
             std::future::ready(())
@@ -142,4 +137,55 @@ async fn fault_sinks_follow_their_schedule() {
     ))
     .await;
     assert!(panicked.is_err());
+}
+
+/// The hostile-chain suite on the in-memory store: rows it can hold
+/// (seqs of any `u64`, records under any chain) are checked like every
+/// backend's.
+struct MemoryTamper(audit_core::store::memory::MemoryStore);
+
+#[async_trait::async_trait]
+impl audit_testkit::hostile::Tamper for MemoryTamper {
+    fn source(&self) -> Arc<dyn audit_core::store::ChainSource> {
+        Arc::new(self.0.clone())
+    }
+
+    async fn store(&self) -> Box<dyn audit_core::store::ChainStore> {
+        Box::new(self.0.clone())
+    }
+
+    async fn put_raw(&self, rows: &[audit_testkit::hostile::RawRow]) {
+        for row in rows {
+            let Ok(chain) = audit_core::ChainId::new(&row.chain) else {
+                // The in-memory store has no place for an invalid name.
+                continue;
+            };
+            let mut record = row.record.clone();
+            record.chain = chain.clone();
+            record.seq = u64::try_from(row.seq).unwrap_or(0);
+            self.0.tamper(&chain, |records| records.push(record));
+        }
+    }
+
+    async fn delete_records(&self, chain: &audit_core::ChainId, seqs: std::ops::RangeInclusive<u64>) {
+        self.0
+            .tamper(chain, |records| records.retain(|record| !seqs.contains(&record.seq)));
+    }
+}
+
+#[tokio::test]
+async fn the_memory_store_fails_the_hostile_cases_it_can_hold_like_every_backend() {
+    use audit_testkit::hostile::{self, TamperFactory};
+    let factory: TamperFactory = Arc::new(|| {
+        Box::pin(async {
+            Box::new(MemoryTamper(audit_core::store::memory::MemoryStore::new("hostile")))
+                as Box<dyn audit_testkit::hostile::Tamper>
+        })
+    });
+    hostile::forged_row_outside_range(&factory, 0).await;
+    hostile::emptied_chain_with_checkpoint(&factory).await;
+    hostile::deleted_record(&factory).await;
+    hostile::unsigned_rewrite_with_key(&factory).await;
+    hostile::signed_chain_without_key(&factory).await;
+    hostile::tampered_vectors(&factory).await;
 }
