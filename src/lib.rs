@@ -34,7 +34,8 @@ pub use audit_core::store::{ChainSource, ChainStore, StoreUrl};
 pub use audit_core::tee::Tee;
 pub use audit_core::{AuditEvent, ChainId};
 pub use open::{
-    OpenError, StoreSinkFactory, checkpoint_publisher, open_chain_store, open_source, open_writer, sink_factory,
+    OpenError, StoreSinkFactory, checkpoint_publisher, open_chain_store, open_source, open_writer,
+    sink_factory,
 };
 #[cfg(feature = "tracing")]
 pub use tracing_layer::AuditLayer;

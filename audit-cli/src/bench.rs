@@ -28,8 +28,8 @@ use audit_core::chain::{ChainHead, ChainId, SignMode};
 use audit_core::chain_writer::ChainSinkOptions;
 use audit_core::keys::{AuditSigner, Keyring};
 use audit_core::pipeline::{AuditPipeline, AuditQueue};
-use audit_core::{AuditEvent, EventError};
 use audit_core::verification::{SourceVerifyOptions, verify_source};
+use audit_core::{AuditEvent, EventError};
 use audit_sqlite::{SqliteOptions, SqliteStore};
 use measure::{Latencies, per_second, proc_status_bytes};
 

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use audit_core::AuditEvent;
 use audit_core::chain::{ChainId, VerifyReport};
-use audit_core::verification::SourceVerifyOptions;
 use audit_core::chain_writer::ChainSinkOptions;
 use audit_core::journal::JournalConfig;
 use audit_core::keys::{AuditSigner, Keyring};
 use audit_core::pipeline::{AuditPipeline, Backpressure, ShutdownReport};
 use audit_core::tee::MirrorFailures;
+use audit_core::verification::SourceVerifyOptions;
 use futures::StreamExt;
 
 use crate::error::{CliError, OK, failed};

@@ -128,7 +128,12 @@ pub struct ReplayArgs {
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode, CliError> {
     let url = &args.url;
     let chain = ChainId::new(&args.chain).map_err(|error| CliError::usage(error.to_string()))?;
-    let signer = args.key.as_deref().map(AuditSigner::load).transpose()?.map(Arc::new);
+    let signer = args
+        .key
+        .as_deref()
+        .map(AuditSigner::load)
+        .transpose()?
+        .map(Arc::new);
     let mut trusted = crate::verify::keyring(&args.pubkeys)?;
     let options = match &signer {
         Some(signer) => {
@@ -158,7 +163,9 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode, CliError> {
         text.push_str(&format!("  dead letter #{id} kept: {why}\n"));
     }
     for (id, why) in &report.unauthenticated {
-        text.push_str(&format!("  dead letter #{id} kept, not authenticated: {why}\n"));
+        text.push_str(&format!(
+            "  dead letter #{id} kept, not authenticated: {why}\n"
+        ));
     }
     print_out(&text)?;
     Ok(if report.is_complete() { OK } else { failed() })

@@ -117,20 +117,15 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CliError> {
 }
 
 /// The pipeline for `args`: the store's sink, optional journal (recovered now).
-fn pipeline(
-    args: &LoadArgs,
-    signer: Option<Arc<AuditSigner>>,
-) -> Result<AuditPipeline, CliError> {
+fn pipeline(args: &LoadArgs, signer: Option<Arc<AuditSigner>>) -> Result<AuditPipeline, CliError> {
     let chain = ChainId::default();
     let sink_options = ChainSinkOptions {
         chain: chain.clone(),
         signer,
         ..ChainSinkOptions::default()
     };
-    let factory = crate::sinks::pipeline_factory(crate::sinks::chain_factory(
-        &args.store,
-        sink_options,
-    )?);
+    let factory =
+        crate::sinks::pipeline_factory(crate::sinks::chain_factory(&args.store, sink_options)?);
     let mut builder = AuditPipeline::builder(factory)
         .max_batch(args.max_batch)
         .max_restarts(args.max_restarts)

@@ -16,7 +16,7 @@ pub type SharedFactory = Arc<dyn SinkFactory>;
 
 /// The factory of chain sinks writing `options.chain` into `url`.
 pub fn chain_factory(url: &StoreUrl, options: ChainSinkOptions) -> Result<SharedFactory, CliError> {
-    Ok(deferred_audit::sink_factory(url, options)?)
+    Ok(Arc::new(deferred_audit::sink_factory(url, options)?))
 }
 
 /// A factory handing the pipeline `factory`'s sinks.

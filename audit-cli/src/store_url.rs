@@ -28,4 +28,3 @@ Logging: DEFERRED_AUDIT_LOG sets the log filter on stderr (default: error),
   e.g. DEFERRED_AUDIT_LOG=info or DEFERRED_AUDIT_LOG=audit_core=debug.
 
 Exit codes: 0 every check holds, 1 a verification failed, 2 usage or I/O error.";
-

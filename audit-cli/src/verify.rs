@@ -178,11 +178,12 @@ fn print_report(url: &StoreUrl, report: &VerifyReport, json: bool) -> Result<(),
                 report.records,
                 report.failures.len()
             ));
-            if report
-                .failures
-                .iter()
-                .any(|failure| matches!(failure.kind, FailureKind::UnknownKeyId | FailureKind::NoKeyGiven))
-            {
+            if report.failures.iter().any(|failure| {
+                matches!(
+                    failure.kind,
+                    FailureKind::UnknownKeyId | FailureKind::NoKeyGiven
+                )
+            }) {
                 text.push_str("hint: pass the signer's public key with --pubkey PEM\n");
             }
         }

@@ -259,9 +259,10 @@ fn export_writes_a_jsonl_folder_that_verifies() {
         ])
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("exported 0 records").and(
-            predicate::str::contains("(300 records were there already)"),
-        ));
+        .stdout(
+            predicate::str::contains("exported 0 records")
+                .and(predicate::str::contains("(300 records were there already)")),
+        );
     // Into an archive holding another history: refused, naming the seq.
     let other = dir.path().join("other");
     let forked = format!("sqlite://{}", dir.path().join("forked.db").display());
@@ -270,11 +271,21 @@ fn export_writes_a_jsonl_folder_that_verifies() {
         .assert()
         .code(0);
     cli()
-        .args(["export", &forked, "--to", &format!("file://{}", other.display())])
+        .args([
+            "export",
+            &forked,
+            "--to",
+            &format!("file://{}", other.display()),
+        ])
         .assert()
         .code(0);
     cli()
-        .args(["export", &source, "--to", &format!("file://{}", other.display())])
+        .args([
+            "export",
+            &source,
+            "--to",
+            &format!("file://{}", other.display()),
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("diverge"));
@@ -328,7 +339,10 @@ fn dead_letters_are_listed_and_replayed() {
     assert_eq!(output.status.code(), Some(0));
     let json = json_of(&output);
     assert_eq!(json["count"], 4);
-    assert_eq!(json["dead_letters"][0]["event"]["payload"]["n"], 0, "the event's content is listed");
+    assert_eq!(
+        json["dead_letters"][0]["event"]["payload"]["n"], 0,
+        "the event's content is listed"
+    );
     assert_eq!(json["dead_letters"][0]["event_id"], ids[0].as_str());
     assert_eq!(json["dead_letters"][0]["failure_reason"], "disk full");
     cli().args(["dlq", "list", &url]).assert().code(0).stdout(
@@ -523,8 +537,14 @@ fn a_postgres_password_is_never_printed() {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
-            assert!(!printed.contains("hunter2"), "{args:?} printed the password: {printed}");
-            assert!(printed.contains("127.0.0.1"), "{args:?} must name the server: {printed}");
+            assert!(
+                !printed.contains("hunter2"),
+                "{args:?} printed the password: {printed}"
+            );
+            assert!(
+                printed.contains("127.0.0.1"),
+                "{args:?} must name the server: {printed}"
+            );
         }
     }
 }
@@ -546,18 +566,27 @@ fn show_and_tail_read_records_as_stored() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no record at seq 301"));
-    let output = cli().args(["tail", &url, "-n", "3", "--json"]).output().unwrap();
+    let output = cli()
+        .args(["tail", &url, "-n", "3", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(0));
     let seqs: Vec<u64> = String::from_utf8_lossy(&output.stdout)
         .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"].as_u64().unwrap())
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(seqs, [298, 299, 300]);
     cli()
         .args(["tail", &url, "-n", "1"])
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("seq 300 of chain default (signed by key"));
+        .stdout(predicate::str::contains(
+            "seq 300 of chain default (signed by key",
+        ));
 }
 
 #[test]
@@ -572,10 +601,20 @@ fn verify_json_piped_into_a_closed_reader_does_not_panic() {
         .spawn()
         .unwrap();
     let mut first = [0u8; 16];
-    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
     drop(child.stdout.take()); // like `| head -c 16`
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(status.code().is_some(), "killed by a signal: {status:?}");

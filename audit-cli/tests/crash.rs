@@ -112,7 +112,9 @@ impl Site {
             .unwrap()
             .block_on(async {
                 let source = deferred_audit::open_source(&url).await.unwrap();
-                audit_testkit::read_all_records(source.as_ref()).await.unwrap()
+                audit_testkit::read_all_records(source.as_ref())
+                    .await
+                    .unwrap()
             });
         let mut counts = HashMap::new();
         for record in records {
@@ -208,8 +210,10 @@ fn twenty_sigkills_in_a_row_lose_no_acknowledged_event_and_the_chain_verifies() 
 
 #[test]
 fn sigkills_on_postgres_lose_no_acknowledged_event_and_the_chain_verifies() {
-    let server = audit_testkit::servers::postgres::PostgresServer::start()
-        .unwrap_or_else(|error| panic!("PostgreSQL is needed (scripts/install-postgres.sh): {error}"));
+    let server =
+        audit_testkit::servers::postgres::PostgresServer::start().unwrap_or_else(|error| {
+            panic!("PostgreSQL is needed (scripts/install-postgres.sh): {error}")
+        });
     let site = Site::at(tempfile::tempdir().unwrap(), server.url());
     sigkill_rounds(&site, 10);
 }
@@ -229,7 +233,10 @@ fn sigkill_rounds(site: &Site, rounds: u32) {
         .ok()
         .and_then(|seed| seed.parse().ok())
         .unwrap_or(0x5EED_CAFE);
-    eprintln!("crash suite on {} seed {seed} (set CRASH_SEED to replay)", site.url);
+    eprintln!(
+        "crash suite on {} seed {seed} (set CRASH_SEED to replay)",
+        site.url
+    );
     let mut rng = Rng(seed | 1);
 
     // One uninterrupted run tells how long a run lasts on this machine, so

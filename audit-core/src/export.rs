@@ -75,7 +75,9 @@ pub enum ExportError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     /// A stored record or checkpoint cannot be exported as it is.
-    #[error("{store}: chain {chain} seq {seq} cannot be exported: {detail}; run `deferred-audit verify` on it")]
+    #[error(
+        "{store}: chain {chain} seq {seq} cannot be exported: {detail}; run `deferred-audit verify` on it"
+    )]
     Malformed {
         /// The source.
         store: String,
@@ -87,7 +89,9 @@ pub enum ExportError {
         detail: String,
     },
     /// The destination holds another history of the chain.
-    #[error("the destination's chain {chain} ends at seq {seq} with hash {destination}, the source has {source_hash} there: the two histories diverge")]
+    #[error(
+        "the destination's chain {chain} ends at seq {seq} with hash {destination}, the source has {source_hash} there: the two histories diverge"
+    )]
     Diverged {
         /// The chain.
         chain: String,
@@ -172,7 +176,8 @@ async fn export_chain(
     }
     drop(records);
     for checkpoint in source.checkpoints(chain).await? {
-        let checkpoint = checkpoint.map_err(|(seq, detail)| malformed(seq, format!("checkpoint: {detail}")))?;
+        let checkpoint =
+            checkpoint.map_err(|(seq, detail)| malformed(seq, format!("checkpoint: {detail}")))?;
         destination.write_checkpoint(&checkpoint).await?;
         report.checkpoints += 1;
     }

@@ -60,7 +60,9 @@ pub enum ReplayError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     /// The chain's records are signed and the writer has no key.
-    #[error("chain {chain} is signed (its head record at seq {seq} carries a signature) but no key was given: replaying would append unsigned records; pass the chain's key")]
+    #[error(
+        "chain {chain} is signed (its head record at seq {seq} carries a signature) but no key was given: replaying would append unsigned records; pass the chain's key"
+    )]
     WouldAppendUnsigned {
         /// The chain.
         chain: String,

@@ -194,7 +194,10 @@ async fn verify_chain(
                 verifier.stray(&crate::store::Stray {
                     chain: chain.to_string(),
                     seq: record.seq,
-                    detail: format!("a record of chain {} is filed under chain {chain}", record.chain),
+                    detail: format!(
+                        "a record of chain {} is filed under chain {chain}",
+                        record.chain
+                    ),
                 });
             }
             SourceRecord::Record(record) => verifier.record(&record),
@@ -238,7 +241,9 @@ async fn start_head(
         Some(SourceRecord::Record(record)) if record.seq == previous => Ok(record.head()),
         _ => Err(SourceError::new(
             source.describe(),
-            format!("cannot start at seq {from} of chain {chain}: there is no readable record at seq {previous}"),
+            format!(
+                "cannot start at seq {from} of chain {chain}: there is no readable record at seq {previous}"
+            ),
         )),
     }
 }

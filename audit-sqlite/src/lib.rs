@@ -46,4 +46,3 @@ pub use store::{
     Durability, SqliteOptions, SqliteSink, SqliteStore, insert_sealed_blocking, open_sink,
     sink_factory,
 };
-

@@ -253,7 +253,9 @@ impl ChainSource for SqliteSource {
     async fn count_records(&self) -> Result<Option<u64>, SourceError> {
         self.read("counting records", |connection| {
             connection
-                .query_row("SELECT COUNT(*) FROM audit_records", [], |row| row.get::<_, i64>(0))
+                .query_row("SELECT COUNT(*) FROM audit_records", [], |row| {
+                    row.get::<_, i64>(0)
+                })
                 .map(|count| Some(u64::try_from(count).unwrap_or(0)))
         })
         .await
@@ -276,7 +278,10 @@ fn stream_records(
         statement = connection.prepare(&format!(
             "{COLUMNS} WHERE chain_id = ?1 AND seq >= ?2 ORDER BY seq"
         ))?;
-        statement.query(params![chain.as_str(), i64::try_from(from).unwrap_or(i64::MAX)])?
+        statement.query(params![
+            chain.as_str(),
+            i64::try_from(from).unwrap_or(i64::MAX)
+        ])?
     };
     let mut batch = Vec::with_capacity(ROWS_PER_SEND);
     let mut last_seq: i128 = 0;
@@ -465,6 +470,8 @@ fn lossy(value: ValueRef<'_>) -> String {
         ValueRef::Null => String::new(),
         ValueRef::Integer(n) => n.to_string(),
         ValueRef::Real(x) => x.to_string(),
-        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
     }
 }

@@ -173,7 +173,10 @@ pub fn create_or_migrate(connection: &mut Connection, path: &Path) -> Result<(),
         } => {
             transaction
                 .execute_batch(MIGRATE_1_TO_2)
-                .map_err(SqliteError::sqlite(path, "migrating the schema to version 2"))?;
+                .map_err(SqliteError::sqlite(
+                    path,
+                    "migrating the schema to version 2",
+                ))?;
         }
         SchemaState::Audit {
             schema_version: None,
@@ -183,7 +186,10 @@ pub fn create_or_migrate(connection: &mut Connection, path: &Path) -> Result<(),
                 .map_err(SqliteError::sqlite(path, "recording the schema version"))?;
             transaction
                 .execute_batch(MIGRATE_1_TO_2)
-                .map_err(SqliteError::sqlite(path, "migrating the schema to version 2"))?;
+                .map_err(SqliteError::sqlite(
+                    path,
+                    "migrating the schema to version 2",
+                ))?;
         }
         SchemaState::Empty => {
             transaction

@@ -19,11 +19,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use audit_core::chain::{BatchPlan, ChainHead, ChainId, Checkpoint, PresentIds, Record, SealedBatch};
+use audit_core::Digest;
+use audit_core::chain::{
+    BatchPlan, ChainHead, ChainId, Checkpoint, PresentIds, Record, SealedBatch,
+};
 use audit_core::chain_writer::{ChainSinkOptions, ChainStore, ChainWriter};
 use audit_core::dead_letter::DeadLetter;
 use audit_core::sink::{ErrorClass, SinkError, SinkFactory};
-use audit_core::Digest;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::error::{SqliteError, classify};
@@ -310,7 +312,9 @@ fn present_ids<'a>(
                 SinkError::new(
                     describe,
                     ErrorClass::Permanent,
-                    format!("the record of event {id} in chain {chain} is unreadable; run `deferred-audit verify`"),
+                    format!(
+                        "the record of event {id} in chain {chain} is unreadable; run `deferred-audit verify`"
+                    ),
                 )
             };
             let seq = u64::try_from(seq).map_err(|_| corrupt())?;

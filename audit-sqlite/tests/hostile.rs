@@ -136,8 +136,17 @@ async fn a_chain_id_stored_as_a_blob_is_a_stray_not_an_error() {
         .filter(|failure| failure.kind == FailureKind::Stray)
         .collect();
     assert_eq!(strays.len(), 1, "{:?}", report.failures);
-    assert!(strays[0].detail.contains("x'64656661756c74'"), "{}", strays[0]);
-    assert!(report.failures.iter().any(|f| f.kind == FailureKind::SeqGap && f.seq == 6));
+    assert!(
+        strays[0].detail.contains("x'64656661756c74'"),
+        "{}",
+        strays[0]
+    );
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.kind == FailureKind::SeqGap && f.seq == 6)
+    );
 }
 
 #[tokio::test]
@@ -145,7 +154,10 @@ async fn columns_of_the_wrong_type_are_malformed_at_their_seq() {
     let tamper = good_chain().await;
     let connection = tamper.connection();
     connection
-        .execute("UPDATE audit_records SET record_hash = 'text' WHERE seq = 3", [])
+        .execute(
+            "UPDATE audit_records SET record_hash = 'text' WHERE seq = 3",
+            [],
+        )
         .unwrap();
     connection
         .execute("UPDATE audit_records SET actor = x'00ff' WHERE seq = 7", [])
@@ -187,7 +199,10 @@ async fn the_largest_seq_does_not_wrap() {
     let tamper = good_chain().await;
     tamper
         .connection()
-        .execute("UPDATE audit_records SET seq = ?1 WHERE seq = 10", [i64::MAX])
+        .execute(
+            "UPDATE audit_records SET seq = ?1 WHERE seq = 10",
+            [i64::MAX],
+        )
         .unwrap();
     let report = verify(&tamper).await;
     let first = report.first_failure().unwrap();

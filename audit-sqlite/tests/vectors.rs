@@ -4,8 +4,8 @@ use audit_core::keys::Keyring;
 mod common;
 
 use audit_core::verification::SourceVerifyOptions;
-use common::{verify_file, verify_file_with};
 use audit_testkit::vectors::{dir as vectors, keyring};
+use common::{verify_file, verify_file_with};
 
 #[test]
 fn the_good_sqlite_vector_verifies_to_the_manifest_head() {

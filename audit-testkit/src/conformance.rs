@@ -62,7 +62,10 @@ pub struct Capabilities {
 impl std::fmt::Debug for Capabilities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Capabilities")
-            .field("source", &self.source.as_ref().map(|source| source.describe()))
+            .field(
+                "source",
+                &self.source.as_ref().map(|source| source.describe()),
+            )
             .field(
                 "inject_permanent_failure",
                 &self.inject_permanent_failure.is_some(),

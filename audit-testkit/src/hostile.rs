@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use audit_core::chain::{ChainId, FailureKind, Record, VerifyReport};
-use audit_core::chain_writer::{ChainSinkOptions, ChainWriter, ChainStore};
+use audit_core::chain_writer::{ChainSinkOptions, ChainStore, ChainWriter};
 use audit_core::keys::{AuditSigner, Keyring};
 use audit_core::sink::AuditSink;
 use audit_core::store::ChainSource;
@@ -152,8 +152,12 @@ pub async fn forged_row_outside_range(new_store: &TamperFactory, seq: i64) {
     let tamper = new_store().await;
     let signer = signer();
     write_chain(tamper.as_ref(), Some(signer.clone()), 3).await;
-    let event = AuditEvent::new("role.granted", "attacker", serde_json::json!({"role": "admin"}))
-        .unwrap_or_else(|error| panic!("hostile: {error}"));
+    let event = AuditEvent::new(
+        "role.granted",
+        "attacker",
+        serde_json::json!({"role": "admin"}),
+    )
+    .unwrap_or_else(|error| panic!("hostile: {error}"));
     let chain = ChainId::default();
     let forged = audit_core::chain::Sealer::new(chain.clone(), None, Default::default())
         .seal(audit_core::ChainHead::EMPTY, &event);
@@ -234,9 +238,16 @@ pub async fn unsigned_rewrite_with_key(new_store: &TamperFactory) {
     )
     .await
     .unwrap_or_else(|error| panic!("hostile: {error}"));
-    assert!(allowed.is_ok(), "hostile allow_unsigned: {:?}", allowed.failures);
     assert!(
-        allowed.unchecked.iter().any(|note| note.contains("unsigned")),
+        allowed.is_ok(),
+        "hostile allow_unsigned: {:?}",
+        allowed.failures
+    );
+    assert!(
+        allowed
+            .unchecked
+            .iter()
+            .any(|note| note.contains("unsigned")),
         "hostile allow_unsigned: the report must say unsigned records were accepted: {:?}",
         allowed.unchecked
     );
@@ -271,8 +282,12 @@ pub async fn invalid_chain_name(new_store: &TamperFactory) {
     write_chain(tamper.as_ref(), Some(signer.clone()), 2).await;
     let event = AuditEvent::new("role.granted", "attacker", serde_json::json!({}))
         .unwrap_or_else(|error| panic!("hostile: {error}"));
-    let record = audit_core::chain::Sealer::new(ChainId::default(), Some(signer.clone()), Default::default())
-        .seal(audit_core::ChainHead::EMPTY, &event);
+    let record = audit_core::chain::Sealer::new(
+        ChainId::default(),
+        Some(signer.clone()),
+        Default::default(),
+    )
+    .seal(audit_core::ChainHead::EMPTY, &event);
     tamper
         .put_raw(&[RawRow {
             chain: "bad name".into(),
@@ -300,19 +315,15 @@ pub fn vector_records() -> Vec<Record> {
         .map(|entry| entry.path())
         .collect();
     names.sort();
-    names
-        .iter()
-        .flat_map(|path| read_segment(path))
-        .collect()
+    names.iter().flat_map(|path| read_segment(path)).collect()
 }
 
 fn read_segment(path: &Path) -> Vec<Record> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     text.lines()
         .map(|line| {
-            jsonl::decode_record(line)
-                .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            jsonl::decode_record(line).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
         })
         .collect()
 }
@@ -335,11 +346,18 @@ pub async fn tampered_vectors(new_store: &TamperFactory) {
             }
         }),
         ("actor inside the event edited", 25, |records| {
-            records[24].event_json = records[24].event_json.replacen("\"actor\":\"", "\"actor\":\"x", 1);
+            records[24].event_json =
+                records[24]
+                    .event_json
+                    .replacen("\"actor\":\"", "\"actor\":\"x", 1);
         }),
-        ("records 45 to 52 deleted (a whole segment)", 53, |records| {
-            records.drain(44..52);
-        }),
+        (
+            "records 45 to 52 deleted (a whole segment)",
+            53,
+            |records| {
+                records.drain(44..52);
+            },
+        ),
     ];
     for (what, first_bad_seq, change) in cases {
         let tamper = new_store().await;
@@ -360,6 +378,10 @@ pub async fn tampered_vectors(new_store: &TamperFactory) {
     let rows: Vec<RawRow> = vector_records().iter().map(RawRow::of).collect();
     tamper.put_raw(&rows).await;
     let report = verify(tamper.as_ref(), &keyring).await;
-    assert!(report.is_ok(), "hostile vectors: the good chain must verify: {:?}", report.failures);
+    assert!(
+        report.is_ok(),
+        "hostile vectors: the good chain must verify: {:?}",
+        report.failures
+    );
     assert_eq!(report.records, 300);
 }

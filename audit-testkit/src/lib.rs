@@ -39,7 +39,10 @@ pub async fn read_all_records(
     source: &dyn audit_core::store::ChainSource,
 ) -> Result<Vec<audit_core::Record>, String> {
     use futures::StreamExt as _;
-    let inventory = source.inventory().await.map_err(|error| error.to_string())?;
+    let inventory = source
+        .inventory()
+        .await
+        .map_err(|error| error.to_string())?;
     let mut all = Vec::new();
     for chain in &inventory.chains {
         let mut rows = source

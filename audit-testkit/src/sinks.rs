@@ -47,9 +47,9 @@ use async_trait::async_trait;
 use audit_core::chain::{BatchPlan, SealedBatch, VerifyOptions, VerifyReport};
 use audit_core::chain_writer::{ChainSinkOptions, ChainStore, ChainWriter};
 use audit_core::dead_letter::DeadLetter;
-use audit_core::store::memory::MemoryStore;
 use audit_core::keys::Keyring;
 use audit_core::sink::{AppendOutcome, AuditSink, ErrorClass, Receipt, SinkError};
+use audit_core::store::memory::MemoryStore;
 use audit_core::{AuditEvent, ChainHead, ChainId, Checkpoint, Record};
 
 #[cfg(doc)]

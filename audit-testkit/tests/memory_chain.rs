@@ -167,9 +167,14 @@ impl audit_testkit::hostile::Tamper for MemoryTamper {
         }
     }
 
-    async fn delete_records(&self, chain: &audit_core::ChainId, seqs: std::ops::RangeInclusive<u64>) {
-        self.0
-            .tamper(chain, |records| records.retain(|record| !seqs.contains(&record.seq)));
+    async fn delete_records(
+        &self,
+        chain: &audit_core::ChainId,
+        seqs: std::ops::RangeInclusive<u64>,
+    ) {
+        self.0.tamper(chain, |records| {
+            records.retain(|record| !seqs.contains(&record.seq))
+        });
     }
 }
 
@@ -178,8 +183,9 @@ async fn the_memory_store_fails_the_hostile_cases_it_can_hold_like_every_backend
     use audit_testkit::hostile::{self, TamperFactory};
     let factory: TamperFactory = Arc::new(|| {
         Box::pin(async {
-            Box::new(MemoryTamper(audit_core::store::memory::MemoryStore::new("hostile")))
-                as Box<dyn audit_testkit::hostile::Tamper>
+            Box::new(MemoryTamper(audit_core::store::memory::MemoryStore::new(
+                "hostile",
+            ))) as Box<dyn audit_testkit::hostile::Tamper>
         })
     });
     hostile::forged_row_outside_range(&factory, 0).await;

@@ -305,7 +305,12 @@ impl Verifier {
 
     /// Reports a trace outside every valid chain.
     pub fn stray(&mut self, stray: &crate::store::Stray) {
-        self.fail(&stray.chain, stray.seq, FailureKind::Stray, stray.detail.clone());
+        self.fail(
+            &stray.chain,
+            stray.seq,
+            FailureKind::Stray,
+            stray.detail.clone(),
+        );
     }
 
     /// Takes a head the store states besides its records: the record at
@@ -630,7 +635,11 @@ impl Verifier {
     fn check_anchor_at(&mut self, record: &Record) {
         let chain = record.chain.as_str();
         let state = self.state(chain);
-        let passed: Vec<u64> = state.anchors.range(..record.seq).map(|(seq, _)| *seq).collect();
+        let passed: Vec<u64> = state
+            .anchors
+            .range(..record.seq)
+            .map(|(seq, _)| *seq)
+            .collect();
         let mut missed = Vec::new();
         for seq in passed {
             if let Some(anchor) = state.anchors.remove(&seq) {
@@ -639,7 +648,10 @@ impl Verifier {
         }
         let at = state.anchors.remove(&record.seq);
         for anchor in missed {
-            let detail = format!("{} states head seq {}, which has no record", anchor.what, anchor.seq);
+            let detail = format!(
+                "{} states head seq {}, which has no record",
+                anchor.what, anchor.seq
+            );
             self.fail(chain, record.seq, FailureKind::AnchorMismatch, detail);
         }
         if let Some(anchor) = at

@@ -106,9 +106,7 @@ impl MemoryStore {
             .records
             .iter()
             .enumerate()
-            .filter_map(|(index, record)| {
-                record.columns.as_ref().map(|c| (c.id.clone(), index))
-            })
+            .filter_map(|(index, record)| record.columns.as_ref().map(|c| (c.id.clone(), index)))
             .collect();
     }
 

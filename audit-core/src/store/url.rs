@@ -124,11 +124,7 @@ pub fn redact_url(url: &str) -> String {
         if let Some(at) = authority.rfind('@') {
             let userinfo = &authority[..at];
             if let Some(colon) = userinfo.find(':') {
-                text = format!(
-                    "{scheme}://{}:***{}",
-                    &userinfo[..colon],
-                    &rest[at..]
-                );
+                text = format!("{scheme}://{}:***{}", &userinfo[..colon], &rest[at..]);
             }
         }
     }
@@ -141,7 +137,10 @@ fn redact_parameter(text: &str, name: &str) -> String {
     let lower = |s: &str| s.to_ascii_lowercase();
     while let Some(found) = lower(rest).find(&format!("{name}=")) {
         let boundary = found == 0
-            || matches!(rest.as_bytes().get(found - 1), Some(b'?' | b'&' | b' ' | b';'));
+            || matches!(
+                rest.as_bytes().get(found - 1),
+                Some(b'?' | b'&' | b' ' | b';')
+            );
         let value_start = found + name.len() + 1;
         out.push_str(&rest[..value_start]);
         rest = &rest[value_start..];
@@ -204,10 +203,7 @@ mod tests {
     #[test]
     fn passwords_never_show() {
         for (url, shown) in [
-            (
-                "postgres://u:hunter2@h:5/db",
-                "postgres://u:***@h:5/db",
-            ),
+            ("postgres://u:hunter2@h:5/db", "postgres://u:***@h:5/db"),
             (
                 "postgres://u@h/db?password=hunter2&sslmode=require",
                 "postgres://u@h/db?password=***&sslmode=require",
@@ -216,7 +212,10 @@ mod tests {
                 "postgresql://u@h/db?sslmode=require&PASSWORD=hunter2",
                 "postgresql://u@h/db?sslmode=require&PASSWORD=***",
             ),
-            ("host=h password=hunter2 user=u", "host=h password=*** user=u"),
+            (
+                "host=h password=hunter2 user=u",
+                "host=h password=*** user=u",
+            ),
         ] {
             assert_eq!(redact_url(url), shown);
             assert!(!redact_url(url).contains("hunter2"));
