@@ -482,6 +482,9 @@ impl Summary<'_> {
             self.args.store,
             self.public_key_hint()
         );
+        println!(
+            "  (`cargo install --path audit-cli` puts deferred-audit on your PATH; or run it as `cargo run --release --bin deferred-audit -- verify …`)"
+        );
     }
 
     fn public_key_hint(&self) -> String {
