@@ -82,6 +82,13 @@ enum Command {
     Show(read::ShowArgs),
     /// Print the last records of a chain, and with --follow the new ones as they come.
     Tail(read::TailArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout, e.g. `deferred-audit man > deferred-audit.1`.
+    Man,
     /// List or replay dead letters.
     Dlq {
         #[command(subcommand)]
@@ -161,6 +168,21 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             chains: chain,
             json,
         }),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "deferred-audit", &mut script);
+            verify::print_out(&String::from_utf8_lossy(&script))?;
+            Ok(error::OK)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .map_err(|error| CliError::usage(format!("rendering the manual page: {error}")))?;
+            verify::print_out(&String::from_utf8_lossy(&page))?;
+            Ok(error::OK)
+        }
         Command::Show(args) => read::show(&args),
         Command::Tail(args) => read::tail(&args),
         Command::Dlq {

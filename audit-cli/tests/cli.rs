@@ -619,3 +619,22 @@ fn verify_json_piped_into_a_closed_reader_does_not_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(status.code().is_some(), "killed by a signal: {status:?}");
 }
+
+#[test]
+fn completions_and_the_manual_page_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        cli().args(["completions", shell]).assert().code(0).stdout(
+            predicate::str::contains("deferred-audit").and(predicate::str::contains("verify")),
+        );
+    }
+    cli()
+        .arg("man")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(".TH").and(predicate::str::contains("deferred-audit")));
+    cli()
+        .arg("--help")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("DEFERRED_AUDIT_LOG"));
+}

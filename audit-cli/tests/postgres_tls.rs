@@ -1,6 +1,7 @@
 //! The `deferred-audit` binary over TLS to a real PostgreSQL server
 //! (`ssl=on`, certificate signed by a throwaway CA): `demo` writes and
-//! `verify` reads with `sslmode=require&sslrootcert=CA`; a CA that did not
+//! `verify` reads with `sslmode=require&sslrootcert=CA` (still when the
+//! server refuses plain connections); a CA that did not
 //! sign the server's certificate is refused (exit 2, named).
 
 use assert_cmd::Command;
@@ -54,16 +55,25 @@ fn demo_and_verify_over_tls_with_the_servers_ca() {
     assert_eq!(json["ok"], true, "{json}");
     assert_eq!(json["records"], 300, "{json}");
 
-    // The server saw TLS connections only from the CLI (`sslmode=disable`
-    // is what psql uses here, so none of its own are counted).
-    let plain = server
-        .psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE a.backend_type = 'client backend' AND s.ssl AND a.pid <> pg_backend_pid()",
-        )
-        .unwrap();
-    assert_eq!(plain, "0", "the CLI's connections are closed");
+    // Proof that the CLI's connections are TLS: once the server refuses
+    // every plain TCP connection, verify still works over TLS, and fails
+    // with sslmode=disable.
+    let hba = server.dir().join("data/pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("hostnossl all all all reject\n{rules}")).unwrap();
+    server.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    cli()
+        .args(["verify", &url, "--pubkey"])
+        .arg(&pubkey)
+        .assert()
+        .code(0);
+    let plain = format!("{}?sslmode=disable", server.url_for("audit"));
+    cli()
+        .args(["verify", &plain, "--pubkey"])
+        .arg(&pubkey)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no encryption"));
 }
 
 #[test]
