@@ -86,6 +86,9 @@ pub struct LoadArgs {
     /// Seconds the final drain may take.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `load`.
@@ -107,8 +110,11 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CliError> {
         Some(log) => log.finish()?,
         None => outcome.acknowledged,
     };
-    let report = outcome.json(&args, acked_written);
-    println!("{report}");
+    if args.json {
+        println!("{}", outcome.json(&args, acked_written));
+    } else {
+        print!("{}", outcome.text(&args, acked_written));
+    }
     let complete = outcome.acknowledged == args.events
         && outcome.shutdown.metrics.lost == 0
         && outcome.shutdown.metrics.dead_lettered == 0
@@ -260,6 +266,34 @@ async fn produce(
 }
 
 impl Outcome {
+    fn text(&self, args: &LoadArgs, acked_written: u64) -> String {
+        let metrics = &self.shutdown.metrics;
+        let seconds = self.elapsed.as_secs_f64();
+        let rate = if seconds > 0.0 {
+            (self.acknowledged as f64 / seconds).round() as u64
+        } else {
+            0
+        };
+        let mut text = format!(
+            "load into {}: {} of {} events acknowledged ({} recovered from the journal first), {acked_written} ids written\n",
+            args.store, self.acknowledged, args.events, self.recovered
+        );
+        text.push_str(&format!(
+            "appended {}, dead-lettered {}, lost {}, in {seconds:.3} s ({rate} acknowledged/s)\n",
+            metrics.appended, metrics.dead_lettered, metrics.lost
+        ));
+        if let Some(error) = &self.first_error {
+            text.push_str(&format!(
+                "{} submit(s) refused; first: {error}\n",
+                self.submit_errors
+            ));
+        }
+        if self.shutdown.timed_out {
+            text.push_str("the final drain timed out: events are still in the journal\n");
+        }
+        text
+    }
+
     fn json(&self, args: &LoadArgs, acked_written: u64) -> serde_json::Value {
         let metrics = &self.shutdown.metrics;
         let seconds = self.elapsed.as_secs_f64();

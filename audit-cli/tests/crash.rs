@@ -68,6 +68,7 @@ impl Site {
         let mut command = Command::new(BIN);
         command
             .arg("load")
+            .arg("--json")
             .args(["--store", &self.store_url()])
             .args(["--events", &events.to_string()])
             .arg("--journal")
