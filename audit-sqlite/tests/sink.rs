@@ -147,17 +147,22 @@ async fn dead_letters_are_listed_and_replayed_once() {
     let events: Vec<AuditEvent> = (0..6).map(event).collect();
     sink.append_batch(&events[..2]).await.unwrap();
     let chain = ChainId::default();
+    let signer = options.signer.clone().unwrap();
     let letters: Vec<DeadLetter> = events[1..]
         .iter()
-        .map(|event| DeadLetter::new(&chain, event, "disk full", 3))
+        .map(|event| DeadLetter::new(&chain, event, "disk full", 3).authenticated(&signer))
         .collect();
     sink.store_mut().dead_letter(&letters).await.unwrap();
     let other = DeadLetter::new(&ChainId::new("other").unwrap(), &events[5], "x", 1);
     sink.store_mut().dead_letter(&[other]).await.unwrap();
+    // Inserted by someone with write access to the table: not authenticated.
+    let forged_event = AuditEvent::new("role.granted", "attacker", serde_json::json!({})).unwrap();
+    let forged = DeadLetter::new(&chain, &forged_event, "disk full", 1);
+    sink.store_mut().dead_letter(&[forged]).await.unwrap();
     drop(sink);
 
     let listed = list_dead_letters(&path);
-    assert_eq!(listed.len(), 6);
+    assert_eq!(listed.len(), 7);
     assert_eq!(listed[0].letter, letters[0]);
     assert_eq!(listed[0].letter.attempts, 3);
 
@@ -168,10 +173,20 @@ async fn dead_letters_are_listed_and_replayed_once() {
         "event 1 was in the chain already"
     );
     assert_eq!(report.other_chains, 1);
+    assert_eq!(report.unauthenticated.len(), 1, "{report:?}");
+    assert!(
+        report.unauthenticated[0].1.contains(forged_event.id()),
+        "{report:?}"
+    );
     assert!(report.unreadable.is_empty());
     let left = list_dead_letters(&path);
-    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left.len(),
+        2,
+        "the other chain's letter and the forged one stay"
+    );
     assert_eq!(left[0].letter.chain_id, "other");
+    assert_eq!(left[1].letter.event_id, forged_event.id());
 
     let again = replay(&path, &options);
     assert_eq!((again.appended, again.already_present), (0, 0));
