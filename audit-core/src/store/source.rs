@@ -188,78 +188,55 @@ impl fmt::Debug for dyn ChainSource + '_ {
     }
 }
 
-#[async_trait]
-impl<T: ChainSource + ?Sized> ChainSource for std::sync::Arc<T> {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-    async fn inventory(&self) -> Result<Inventory, SourceError> {
-        (**self).inventory().await
-    }
-    async fn records(&self, chain: &ChainId, from: u64) -> Result<RecordStream<'_>, SourceError> {
-        (**self).records(chain, from).await
-    }
-    async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError> {
-        (**self).checkpoints(chain).await
-    }
-    async fn anchors(&self, chain: &ChainId) -> Result<Vec<Anchor>, SourceError> {
-        (**self).anchors(chain).await
-    }
-    async fn dead_letters(
-        &self,
-        chain: Option<&ChainId>,
-    ) -> Result<Vec<StoredDeadLetter>, SourceError> {
-        (**self).dead_letters(chain).await
-    }
-    async fn duplicate_ids(
-        &self,
-        chain: &ChainId,
-        from: u64,
-    ) -> Result<Option<Vec<(u64, String)>>, SourceError> {
-        (**self).duplicate_ids(chain, from).await
-    }
-    async fn count_records(&self) -> Result<Option<u64>, SourceError> {
-        (**self).count_records().await
-    }
-    async fn last_seq(&self, chain: &ChainId) -> Result<Option<u64>, SourceError> {
-        (**self).last_seq(chain).await
-    }
+/// `ChainSource` for smart pointers to a source: every method delegates.
+macro_rules! delegate_source {
+    ($($pointer:ident)::+) => {
+        #[async_trait]
+        impl<T: ChainSource + ?Sized> ChainSource for $($pointer)::+<T> {
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
+            async fn inventory(&self) -> Result<Inventory, SourceError> {
+                (**self).inventory().await
+            }
+            async fn records(
+                &self,
+                chain: &ChainId,
+                from: u64,
+            ) -> Result<RecordStream<'_>, SourceError> {
+                (**self).records(chain, from).await
+            }
+            async fn checkpoints(
+                &self,
+                chain: &ChainId,
+            ) -> Result<Vec<SourceCheckpoint>, SourceError> {
+                (**self).checkpoints(chain).await
+            }
+            async fn anchors(&self, chain: &ChainId) -> Result<Vec<Anchor>, SourceError> {
+                (**self).anchors(chain).await
+            }
+            async fn dead_letters(
+                &self,
+                chain: Option<&ChainId>,
+            ) -> Result<Vec<StoredDeadLetter>, SourceError> {
+                (**self).dead_letters(chain).await
+            }
+            async fn duplicate_ids(
+                &self,
+                chain: &ChainId,
+                from: u64,
+            ) -> Result<Option<Vec<(u64, String)>>, SourceError> {
+                (**self).duplicate_ids(chain, from).await
+            }
+            async fn count_records(&self) -> Result<Option<u64>, SourceError> {
+                (**self).count_records().await
+            }
+            async fn last_seq(&self, chain: &ChainId) -> Result<Option<u64>, SourceError> {
+                (**self).last_seq(chain).await
+            }
+        }
+    };
 }
 
-#[async_trait]
-impl<T: ChainSource + ?Sized> ChainSource for Box<T> {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-    async fn inventory(&self) -> Result<Inventory, SourceError> {
-        (**self).inventory().await
-    }
-    async fn records(&self, chain: &ChainId, from: u64) -> Result<RecordStream<'_>, SourceError> {
-        (**self).records(chain, from).await
-    }
-    async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError> {
-        (**self).checkpoints(chain).await
-    }
-    async fn anchors(&self, chain: &ChainId) -> Result<Vec<Anchor>, SourceError> {
-        (**self).anchors(chain).await
-    }
-    async fn dead_letters(
-        &self,
-        chain: Option<&ChainId>,
-    ) -> Result<Vec<StoredDeadLetter>, SourceError> {
-        (**self).dead_letters(chain).await
-    }
-    async fn duplicate_ids(
-        &self,
-        chain: &ChainId,
-        from: u64,
-    ) -> Result<Option<Vec<(u64, String)>>, SourceError> {
-        (**self).duplicate_ids(chain, from).await
-    }
-    async fn count_records(&self) -> Result<Option<u64>, SourceError> {
-        (**self).count_records().await
-    }
-    async fn last_seq(&self, chain: &ChainId) -> Result<Option<u64>, SourceError> {
-        (**self).last_seq(chain).await
-    }
-}
+delegate_source!(std::sync::Arc);
+delegate_source!(Box);
