@@ -590,9 +590,12 @@ fn show_and_tail_read_records_as_stored() {
 }
 
 #[test]
-fn verify_json_piped_into_a_closed_reader_does_not_panic() {
+fn json_lines_piped_into_a_closed_reader_do_not_panic() {
     use std::io::Read as _;
     use std::process::{Command as Process, Stdio};
+    // 300 records as JSON lines are ~200 KB, well past a pipe's buffer, so
+    // the writer meets the closed pipe (all commands print through one
+    // writer, `verify --json` included).
     let url = format!("sqlite://{}", vectors().join("good/chain.sqlite").display());
     let mut child = Process::new(env!("CARGO_BIN_EXE_deferred-audit"))
         .args(["tail", &url, "-n", "300", "--json"])

@@ -121,11 +121,17 @@ impl BatchPlan {
                 ),
             ));
         }
-        let to_seal: Vec<AuditEvent> = fresh
-            .iter()
-            .map(|&index| self.events[index].clone())
-            .collect();
-        let records = self.sealer.seal_batch(head, &to_seal);
+        // The common batch has no repeat and nothing already present: seal
+        // it as it is, without copying its events.
+        let records = if fresh.len() == self.events.len() {
+            self.sealer.seal_batch(head, &self.events)
+        } else {
+            let to_seal: Vec<AuditEvent> = fresh
+                .iter()
+                .map(|&index| self.events[index].clone())
+                .collect();
+            self.sealer.seal_batch(head, &to_seal)
+        };
         let mut by_distinct: Vec<(ChainHead, bool)> = Vec::with_capacity(self.distinct.len());
         let mut sealed = records.iter();
         for &index in self.distinct.iter() {
