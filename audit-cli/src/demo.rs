@@ -76,6 +76,10 @@ pub struct DemoArgs {
     /// Queue in memory only: no journal, no durable admission.
     #[arg(long)]
     no_journal: bool,
+    /// The origin (log name) of the chain's tree checkpoints; default
+    /// deferred-audit/<key_id>/<chain>.
+    #[arg(long)]
+    origin: Option<String>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -219,8 +223,13 @@ async fn submit_all(
         chain: chain.clone(),
         signer: Some(signer),
         publisher,
+        origin: args.origin.clone(),
         ..ChainSinkOptions::default()
     };
+    if let Some(origin) = &args.origin {
+        audit_core::chain::note::check_key_name(origin)
+            .map_err(|error| CliError::usage(format!("--origin: {error}")))?;
+    }
     let factory = opened(
         &args.store,
         sinks::chain_factory(&args.store, sink_options.clone())?,

@@ -17,6 +17,7 @@ mod export;
 mod keygen;
 mod load;
 mod progress;
+mod proofs;
 mod read;
 mod sinks;
 mod store_url;
@@ -78,6 +79,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the newest tree checkpoint of a chain (a C2SP signed note, with any cosignatures).
+    Checkpoint(proofs::CheckpointArgs),
+    /// Print an inclusion proof (--seq N, a c2sp.org/tlog-proof@v1 file) or a consistency proof (--consistency-from M) against the newest tree checkpoint.
+    Prove(proofs::ProveArgs),
+    /// Check a proof offline, with no access to the store: exit 0 when it holds, 1 when it does not, 2 on usage or I/O errors.
+    VerifyProof(proofs::VerifyProofArgs),
     /// Print the record at a seq (stored content; `verify` checks it).
     Show(read::ShowArgs),
     /// Print the last records of a chain, and with --follow the new ones as they come.
@@ -183,6 +190,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             verify::print_out(&String::from_utf8_lossy(&page))?;
             Ok(error::OK)
         }
+        Command::Checkpoint(args) => proofs::checkpoint(&args),
+        Command::Prove(args) => proofs::prove(&args),
+        Command::VerifyProof(args) => proofs::verify_proof(&args),
         Command::Show(args) => read::show(&args),
         Command::Tail(args) => read::tail(&args),
         Command::Dlq {

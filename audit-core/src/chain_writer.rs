@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::chain::tree::TreeFrontier;
+use crate::chain::tree_checkpoint::{TreeCheckpoint, default_origin};
 use crate::chain::{BatchPlan, ChainHead, ChainId, Checkpoint, Sealer, SignMode};
 use crate::dead_letter::DeadLetter;
 use crate::event::AuditEvent;
@@ -62,6 +64,9 @@ pub struct ChainSinkOptions {
     pub race_retry: RetryPolicy,
     /// Where checkpoints are also published, outside the store.
     pub publisher: Option<Arc<dyn CheckpointPublisher>>,
+    /// The origin of the chain's tree checkpoints (FORMAT.md section 8.2);
+    /// `None` is the default `deferred-audit/<key_id>/<chain>`.
+    pub origin: Option<String>,
 }
 
 impl Default for ChainSinkOptions {
@@ -77,6 +82,7 @@ impl Default for ChainSinkOptions {
                 max_retries: 64,
             },
             publisher: None,
+            origin: None,
         }
     }
 }
@@ -90,6 +96,7 @@ impl std::fmt::Debug for ChainSinkOptions {
             .field("checkpoints", &self.checkpoints)
             .field("race_retry", &self.race_retry)
             .field("publisher", &self.publisher.is_some())
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -117,6 +124,24 @@ impl ChainSinkOptions {
         self
     }
 
+    /// The same options with tree checkpoints under `origin` (a valid note
+    /// key name: non-empty, no space, no `+`).
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// The origin of the chain's tree checkpoints: the configured one, or
+    /// `deferred-audit/<key_id>/<chain>` (`deferred-audit/unsigned/<chain>`
+    /// without a key, which never signs one).
+    pub fn tree_origin(&self) -> String {
+        match (&self.origin, &self.signer) {
+            (Some(origin), _) => origin.clone(),
+            (None, Some(signer)) => default_origin(&signer.key_id(), &self.chain),
+            (None, None) => format!("deferred-audit/unsigned/{}", self.chain.as_str()),
+        }
+    }
+
     /// The sealer these options describe.
     pub fn sealer(&self) -> Sealer {
         Sealer::new(self.chain.clone(), self.signer.clone(), self.sign_mode)
@@ -132,6 +157,7 @@ pub struct ChainWriter<S> {
     sealer: Sealer,
     last_checkpoint: Option<(u64, Instant)>,
     last_head: Option<ChainHead>,
+    last_tree: Option<TreeFrontier>,
     race_retries: u64,
 }
 
@@ -145,6 +171,7 @@ impl<S: ChainStore> ChainWriter<S> {
             sealer,
             last_checkpoint: None,
             last_head: None,
+            last_tree: None,
             race_retries: 0,
         }
     }
@@ -200,6 +227,7 @@ impl<S: ChainStore> ChainWriter<S> {
         let Some(head) = self.last_head else {
             return Ok(());
         };
+        let tree = self.last_tree.clone();
         let policy = self.options.checkpoints;
         let (last_seq, last_time) = *self.last_checkpoint.get_or_insert((0, Instant::now()));
         let by_count = policy
@@ -209,14 +237,18 @@ impl<S: ChainStore> ChainWriter<S> {
             .every
             .is_some_and(|every| head.seq > last_seq && last_time.elapsed() >= every);
         if by_count || by_time {
-            self.write_checkpoint_at(head).await?;
+            self.write_checkpoint_at(head, tree).await?;
         }
         Ok(())
     }
 
+    /// Signs and stores (and publishes) the section 3 checkpoint at `head`
+    /// and the tree checkpoint of `tree` (read from the store when not
+    /// given).
     async fn write_checkpoint_at(
         &mut self,
         head: ChainHead,
+        tree: Option<TreeFrontier>,
     ) -> Result<Option<Checkpoint>, SinkError> {
         let Some(signer) = self.options.signer.clone() else {
             return Ok(None);
@@ -229,9 +261,40 @@ impl<S: ChainStore> ChainWriter<S> {
         if let Some(publisher) = &self.options.publisher {
             publisher.publish(&checkpoint).await?;
         }
+        let tree = match tree {
+            Some(tree) => tree,
+            None => self.store.tree(&self.options.chain).await?,
+        };
+        self.write_tree_checkpoint(&tree, &signer).await?;
         self.last_checkpoint = Some((head.seq, Instant::now()));
         tracing::debug!(chain = %self.options.chain, seq = head.seq, "checkpoint written");
         Ok(Some(checkpoint))
+    }
+}
+
+impl<S: ChainStore> ChainWriter<S> {
+    async fn write_tree_checkpoint(
+        &mut self,
+        tree: &TreeFrontier,
+        signer: &AuditSigner,
+    ) -> Result<(), SinkError> {
+        let origin = self.options.tree_origin();
+        let describe = || format!("chain {}", self.options.chain);
+        let refused = |error: String| SinkError::new(describe(), ErrorClass::Permanent, error);
+        let note = TreeCheckpoint::new(&origin, tree.size(), tree.root())
+            .and_then(|checkpoint| Ok(checkpoint.sign(signer)?))
+            .map_err(|error| refused(format!("tree checkpoint: {error}")))?
+            .to_string();
+        self.store
+            .write_tree_checkpoint(&self.options.chain, tree.size(), &note)
+            .await?;
+        if let Some(publisher) = &self.options.publisher {
+            publisher
+                .publish_tree_checkpoint(&self.options.chain, tree.size(), &note)
+                .await?;
+        }
+        tracing::debug!(chain = %self.options.chain, size = tree.size(), %origin, "tree checkpoint written");
+        Ok(())
     }
 }
 
@@ -249,6 +312,7 @@ impl<S: ChainStore> AuditSink for ChainWriter<S> {
                 Ok(sealed) => {
                     if sealed.appends() {
                         self.last_head = Some(sealed.head());
+                        self.last_tree = Some(sealed.tree().clone());
                     }
                     if let Err(error) = self.checkpoint_if_due().await {
                         tracing::warn!(chain = %self.options.chain, %error, "scheduled checkpoint failed; will retry");
@@ -274,7 +338,7 @@ impl<S: ChainStore> AuditSink for ChainWriter<S> {
         if self.last_checkpoint.is_some_and(|(seq, _)| seq == head.seq) {
             return Ok(None);
         }
-        self.write_checkpoint_at(head).await
+        self.write_checkpoint_at(head, None).await
     }
 
     fn race_retries(&self) -> u64 {

@@ -188,6 +188,17 @@ impl AuditSigner {
     }
 }
 
+/// The chain's key signs tree checkpoint notes (FORMAT.md section 8.2).
+impl crate::chain::note::NoteSigningKey for AuditSigner {
+    fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    fn sign_message(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+}
+
 impl fmt::Debug for AuditSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditSigner")
@@ -317,6 +328,11 @@ impl Keyring {
     /// Whether the keyring has no key.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Every key, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &PublicKey> + '_ {
+        self.keys.values()
     }
 }
 

@@ -37,6 +37,7 @@ pub mod jsonl;
 pub mod keys;
 pub mod metrics;
 pub mod pipeline;
+pub mod proving;
 pub mod replay;
 pub mod retry;
 pub mod sink;

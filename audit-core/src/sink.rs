@@ -206,4 +206,14 @@ where
 pub trait CheckpointPublisher: Send + Sync {
     /// Stores `checkpoint` durably; never overwrites an existing one.
     async fn publish(&self, checkpoint: &Checkpoint) -> Result<(), SinkError>;
+
+    /// Stores the signed tree checkpoint `note` of `chain` at tree `size`
+    /// (FORMAT.md section 8.2) durably; a note already published at that
+    /// size is replaced only by one with the same body.
+    async fn publish_tree_checkpoint(
+        &self,
+        chain: &crate::chain::ChainId,
+        size: u64,
+        note: &str,
+    ) -> Result<(), SinkError>;
 }

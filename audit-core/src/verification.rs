@@ -144,7 +144,7 @@ fn unchecked_notes(keyring: &Keyring, options: &SourceVerifyOptions) -> Vec<Stri
     }
     if let Some(from) = options.from.filter(|&from| from > 1) {
         notes.push(format!(
-            "records before seq {from} were not checked; the record at seq {} is trusted",
+            "records before seq {from} were not checked; the record at seq {} is trusted; tree checkpoints were not checked",
             from - 1
         ));
     }
@@ -181,6 +181,18 @@ async fn verify_chain(
         .filter(|checkpoint| checkpoint.chain == *chain && checkpoint.seq >= from)
     {
         verifier.checkpoint(checkpoint);
+    }
+    if from <= 1 {
+        for stored in source.tree_checkpoints(chain).await? {
+            match stored {
+                Ok(stored) => verifier.tree_checkpoint(chain, stored.size, &stored.note),
+                Err((size, detail)) => verifier.malformed_row(
+                    chain.as_str(),
+                    size,
+                    format!("tree checkpoint: {detail}"),
+                ),
+            }
+        }
     }
     for anchor in source.anchors(chain).await? {
         if anchor.seq >= from {

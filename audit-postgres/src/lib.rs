@@ -52,6 +52,7 @@ pub mod connect;
 pub mod error;
 pub mod read;
 pub mod schema;
+pub mod tree;
 pub mod write;
 
 use std::future::Future;

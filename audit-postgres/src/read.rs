@@ -59,7 +59,7 @@ use audit_core::chain::{ChainId, Checkpoint, EventColumns, Record};
 use audit_core::dead_letter::DeadLetter;
 use audit_core::store::{
     Anchor, ChainSource, Inventory, RecordStream, SourceCheckpoint, SourceError, SourceRecord,
-    StoredDeadLetter, Stray,
+    SourceTreeCheckpoint, StoredDeadLetter, Stray,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -113,6 +113,8 @@ pub struct PostgresSource {
     page_size: i64,
     records_page: Statement,
     dead_letters: &'static str,
+    /// Whether the schema has the tree tables (version 3).
+    has_tree: bool,
 }
 
 impl std::fmt::Debug for PostgresSource {
@@ -176,6 +178,7 @@ impl PostgresSource {
             target,
             records_page,
             dead_letters: DEAD_LETTERS[usize::from(version >= 2)],
+            has_tree: version >= 3,
         })
     }
 
@@ -287,6 +290,29 @@ impl ChainSource for PostgresSource {
             .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
             .try_flatten()
             .boxed())
+    }
+
+    async fn tree_checkpoints(
+        &self,
+        chain: &ChainId,
+    ) -> Result<Vec<SourceTreeCheckpoint>, SourceError> {
+        if !self.has_tree {
+            return Ok(Vec::new());
+        }
+        Ok(crate::tree::read_checkpoints(&self.client, &self.target, chain).await?)
+    }
+
+    async fn tree_rows(
+        &self,
+        chain: &ChainId,
+        seqs: &[u64],
+    ) -> Result<Option<audit_core::store::StoredTreeRows>, SourceError> {
+        if !self.has_tree {
+            return Ok(None);
+        }
+        Ok(Some(
+            crate::tree::read_rows(&self.client, &self.target, chain, seqs).await?,
+        ))
     }
 
     async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError> {

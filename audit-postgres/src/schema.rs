@@ -18,7 +18,8 @@
 //!
 //! Versions: 1 is FORMAT.md section 6 as written; 2 adds the writer's
 //! authentication of dead letters (`key_id`, `signature` of
-//! `audit_dead_letters`, see [`DeadLetter::authenticate`](audit_core::dead_letter::DeadLetter::authenticate)).
+//! `audit_dead_letters`, see [`DeadLetter::authenticate`](audit_core::dead_letter::DeadLetter::authenticate));
+//! 3 adds the chain's tree (FORMAT.md section 8, see [`crate::tree`]).
 //!
 //! Beyond section 6 there is one extra table, `audit_heads` (one row per
 //! chain: its last seq and record hash), locked by writers to serialise
@@ -33,19 +34,21 @@ use crate::error::PostgresError;
 pub const FORMAT: &str = "1";
 
 /// The newest schema version this library knows.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Every table of the schema.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 7] = [
     "audit_meta",
     "audit_records",
     "audit_checkpoints",
     "audit_dead_letters",
     "audit_heads",
+    "audit_tree_nodes",
+    "audit_tree_checkpoints",
 ];
 
 /// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE audit_records (
@@ -91,6 +94,7 @@ CREATE TABLE audit_heads (
 INSERT INTO audit_meta (key, value) VALUES ('format', '1'), ('schema_version', '0');
 "#,
     "ALTER TABLE audit_dead_letters ADD COLUMN key_id TEXT, ADD COLUMN signature TEXT;",
+    crate::tree::MIGRATION,
 ];
 
 /// Key of the advisory lock taken while creating or migrating the schema.

@@ -37,6 +37,8 @@
 //! sink from its factory, which reconnects, with backoff.
 
 use async_trait::async_trait;
+use audit_core::chain::tree::TreeFrontier;
+use audit_core::chain::tree_rows::TreeGrowth;
 use audit_core::chain::{
     BatchPlan, ChainHead, ChainId, Checkpoint, EventColumns, PresentIds, Record, SealedBatch,
 };
@@ -50,6 +52,7 @@ use tokio_postgres::{Client, Config, IsolationLevel, Row, Socket, Statement, Tra
 use crate::connect::{Connection, PostgresOptions, connect_tls, connect_url};
 use crate::error::PostgresError;
 use crate::schema;
+use crate::tree;
 
 /// One connection to a PostgreSQL audit database, schema checked: the
 /// write side of the backend.
@@ -106,17 +109,57 @@ impl PostgresStore {
             schema::require(&client, &target, schema::SCHEMA_VERSION).await?;
         }
         let statements = Statements::prepare(&client, &target).await?;
-        Ok(Self {
+        let mut store = Self {
             client,
             target,
             statements,
             options,
-        })
+        };
+        store.grow_trees().await?;
+        Ok(store)
     }
 
     /// The server, `postgres://user@host:port/db` (no password).
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// Brings the tree of `chain` up to its head, under the head lock;
+    /// returns the frontier.
+    async fn grow_tree(&mut self, chain: &ChainId) -> Result<TreeFrontier, PostgresError> {
+        let (transaction, statements, target) = self.begin().await?;
+        let head = lock_head(&transaction, statements, target, chain).await?;
+        let frontier = tree::catch_up(&transaction, target, chain, head.seq).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(PostgresError::query(target, "committing the tree"))?;
+        Ok(frontier)
+    }
+
+    /// Brings every chain's tree up to its head (after a migration from a
+    /// version without trees, or appends by `bench`'s raw inserts).
+    async fn grow_trees(&mut self) -> Result<(), PostgresError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT chain_id FROM audit_heads WHERE tree_size <> seq ORDER BY chain_id",
+                &[],
+            )
+            .await
+            .map_err(PostgresError::query(&self.target, "listing trees behind"))?;
+        for row in rows {
+            let Ok(name) = row.try_get::<_, String>(0) else {
+                continue;
+            };
+            let Ok(chain) = ChainId::new(&name) else {
+                continue;
+            };
+            if let Err(error) = self.grow_tree(&chain).await {
+                tracing::warn!(%chain, %error, "the tree of a chain cannot be brought up to date");
+            }
+        }
+        Ok(())
     }
 
     /// The options this store was opened with.
@@ -151,10 +194,19 @@ impl ChainStore for PostgresStore {
         let head = lock_head(&transaction, statements, target, chain).await?;
         let ids: Vec<&str> = plan.ids().collect();
         let present = present_ids(&transaction, statements, target, chain, &ids).await?;
-        let sealed = plan.seal_off_runtime(head, present).await?;
+        let tree = tree::catch_up(&transaction, target, chain, head.seq).await?;
+        let sealed = plan.seal_off_runtime(head, tree, present).await?;
         if sealed.appends() {
             insert_records(&transaction, statements, target, chain, sealed.records()).await?;
             move_head(&transaction, statements, target, chain, sealed.head()).await?;
+            tree::store_tree(
+                &transaction,
+                target,
+                chain,
+                sealed.tree_rows(),
+                sealed.tree(),
+            )
+            .await?;
         }
         transaction
             .commit()
@@ -182,9 +234,14 @@ impl ChainStore for PostgresStore {
                 }
                 expected = record.seq.checked_add(1);
             }
+            let frontier = tree::catch_up(&transaction, target, chain, head.seq).await?;
             insert_records(&transaction, statements, target, chain, run).await?;
             let last = run[run.len() - 1].head();
             move_head(&transaction, statements, target, chain, last).await?;
+            let mut growth = TreeGrowth::new(frontier);
+            growth.push_records(run);
+            let (rows, frontier) = growth.finish();
+            tree::store_tree(&transaction, target, chain, &rows, &frontier).await?;
         }
         transaction
             .commit()
@@ -268,6 +325,25 @@ impl ChainStore for PostgresStore {
             .await
             .map_err(PostgresError::query(&self.target, "storing a checkpoint"))?;
         Ok(())
+    }
+
+    async fn write_tree_checkpoint(
+        &mut self,
+        chain: &ChainId,
+        size: u64,
+        note: &str,
+    ) -> Result<(), SinkError> {
+        let (transaction, _, target) = self.begin().await?;
+        tree::write_checkpoint(&transaction, target, chain, size, note).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(PostgresError::query(target, "committing a tree checkpoint"))?;
+        Ok(())
+    }
+
+    async fn tree(&mut self, chain: &ChainId) -> Result<TreeFrontier, SinkError> {
+        Ok(self.grow_tree(chain).await?)
     }
 
     async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError> {

@@ -27,6 +27,9 @@ use audit_core::jsonl::{checkpoint_name, segment_name};
 use audit_core::store::Stray;
 use object_store::path::Path;
 
+/// The extension of tree checkpoint notes.
+pub const TREE_CHECKPOINT_EXTENSION: &str = ".note";
+
 /// The folder of the create-only probe, directly under the prefix.
 pub const PROBE_DIR: &str = ".probe";
 
@@ -69,6 +72,18 @@ impl ChainLayout {
         self.checkpoints_dir().child(checkpoint_name(seq))
     }
 
+    /// `P/C/tree-checkpoints`.
+    pub fn tree_checkpoints_dir(&self) -> Path {
+        self.chain_dir.child("tree-checkpoints")
+    }
+
+    /// `P/C/tree-checkpoints/{size:020}.note`: a tree checkpoint note
+    /// (FORMAT.md section 8.2).
+    pub fn tree_checkpoint(&self, size: u64) -> Path {
+        self.tree_checkpoints_dir()
+            .child(format!("{size:020}{TREE_CHECKPOINT_EXTENSION}"))
+    }
+
     /// `P/C/dead-letters`.
     pub fn dead_letters_dir(&self) -> Path {
         self.chain_dir.child("dead-letters")
@@ -102,6 +117,13 @@ pub enum Object {
         chain: ChainId,
         /// The seq in its name.
         seq: u64,
+    },
+    /// `P/C/tree-checkpoints/{size:020}.note`.
+    TreeCheckpoint {
+        /// The chain of its folder.
+        chain: ChainId,
+        /// The tree size in its name.
+        size: u64,
     },
     /// `P/C/dead-letters/*.json`.
     DeadLetter {
@@ -153,7 +175,9 @@ pub fn classify(prefix: &Path, path: &Path) -> Object {
     match parts.as_slice() {
         [probe, name] if probe == PROBE_DIR && name.ends_with(".probe") => Object::Probe,
         [folder, kind, name] => {
-            let seq = seq_in_name(name, ".jsonl").or_else(|| seq_in_name(name, ".json"));
+            let seq = seq_in_name(name, ".jsonl")
+                .or_else(|| seq_in_name(name, ".json"))
+                .or_else(|| seq_in_name(name, TREE_CHECKPOINT_EXTENSION));
             let Some(chain) = chain_of_folder(folder) else {
                 return stray(
                     format!("{folder:?}"),
@@ -165,8 +189,11 @@ pub fn classify(prefix: &Path, path: &Path) -> Object {
                 ("records", Some(first_seq)) if name.ends_with(".jsonl") => {
                     Object::Segment { chain, first_seq }
                 }
-                ("checkpoints", Some(seq)) if !name.ends_with(".jsonl") => {
+                ("checkpoints", Some(seq)) if name.ends_with(".json") => {
                     Object::Checkpoint { chain, seq }
+                }
+                ("tree-checkpoints", Some(size)) if name.ends_with(TREE_CHECKPOINT_EXTENSION) => {
+                    Object::TreeCheckpoint { chain, size }
                 }
                 ("dead-letters", _) if name.len() > ".json".len() && name.ends_with(".json") => {
                     Object::DeadLetter { chain }
@@ -174,7 +201,7 @@ pub fn classify(prefix: &Path, path: &Path) -> Object {
                 _ => stray(
                     chain.to_string(),
                     seq.unwrap_or(0),
-                    "is outside the layout (records/{seq:020}.jsonl, checkpoints/{seq:020}.json, dead-letters/*.json)",
+                    "is outside the layout (records/{seq:020}.jsonl, checkpoints/{seq:020}.json, tree-checkpoints/{size:020}.note, dead-letters/*.json)",
                 ),
             }
         }
@@ -219,7 +246,13 @@ mod tests {
         );
         assert_eq!(
             kind("p/c/dead-letters/2024-01-01T00:00:00.000000Z-x.json"),
-            Object::DeadLetter { chain }
+            Object::DeadLetter {
+                chain: chain.clone()
+            }
+        );
+        assert_eq!(
+            kind("p/c/tree-checkpoints/00000000000000000010.note"),
+            Object::TreeCheckpoint { chain, size: 10 }
         );
         assert_eq!(kind("p/.probe/0190.probe"), Object::Probe);
     }
@@ -233,6 +266,8 @@ mod tests {
             "p/c/records/+0000000000000000001.jsonl",
             "p/c/records/00000000000000000001.json",
             "p/c/checkpoints/00000000000000000001.jsonl",
+            "p/c/checkpoints/00000000000000000001.note",
+            "p/c/tree-checkpoints/00000000000000000001.json",
             "p/c/notes.txt",
             "p/c/records/sub/00000000000000000001.jsonl",
             "p/README",

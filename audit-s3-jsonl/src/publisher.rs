@@ -19,7 +19,7 @@ use audit_core::sink::{CheckpointPublisher, SinkError};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-use crate::write::put_checkpoint;
+use crate::write::{put_checkpoint, put_tree_checkpoint};
 
 /// Publishes checkpoints under a prefix of an object store.
 #[derive(Debug, Clone)]
@@ -43,6 +43,17 @@ impl ObjectStoreCheckpointPublisher {
 impl CheckpointPublisher for ObjectStoreCheckpointPublisher {
     async fn publish(&self, checkpoint: &Checkpoint) -> Result<(), SinkError> {
         put_checkpoint(self.store.as_ref(), &self.prefix, checkpoint)
+            .await
+            .map_err(|error| error.into_sink_error(&self.describe()))
+    }
+
+    async fn publish_tree_checkpoint(
+        &self,
+        chain: &audit_core::ChainId,
+        size: u64,
+        note: &str,
+    ) -> Result<(), SinkError> {
+        put_tree_checkpoint(self.store.as_ref(), &self.prefix, chain, size, note)
             .await
             .map_err(|error| error.into_sink_error(&self.describe()))
     }

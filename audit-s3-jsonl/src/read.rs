@@ -49,7 +49,7 @@ use audit_core::dead_letter::DeadLetter;
 use audit_core::jsonl::{decode_checkpoint, decode_record};
 use audit_core::store::{
     ChainSource, Inventory, RecordStream, SourceCheckpoint, SourceError, SourceRecord,
-    StoredDeadLetter,
+    SourceTreeCheckpoint, StoredDeadLetter, StoredTreeCheckpoint,
 };
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -243,6 +243,7 @@ impl ChainSource for ArchiveSource {
             match classify(&self.prefix, &path) {
                 Object::Segment { chain, .. }
                 | Object::Checkpoint { chain, .. }
+                | Object::TreeCheckpoint { chain, .. }
                 | Object::DeadLetter { chain } => inventory.add_chain(chain),
                 Object::Probe => {}
                 Object::Stray(stray) => inventory.strays.push(stray),
@@ -281,6 +282,35 @@ impl ChainSource for ArchiveSource {
                 futures::stream::iter(rows)
             });
         Ok(stream.boxed())
+    }
+
+    async fn tree_checkpoints(
+        &self,
+        chain: &ChainId,
+    ) -> Result<Vec<SourceTreeCheckpoint>, SourceError> {
+        let dir = ChainLayout::new(&self.prefix, chain).tree_checkpoints_dir();
+        let mut named: Vec<(u64, Path)> = self
+            .list(&dir)
+            .await?
+            .into_iter()
+            .filter_map(|path| match classify(&self.prefix, &path) {
+                Object::TreeCheckpoint { size, .. } => Some((size, path)),
+                _ => None,
+            })
+            .collect();
+        named.sort();
+        let (sizes, paths): (Vec<u64>, Vec<Path>) = named.into_iter().unzip();
+        let bodies = self.read_all(paths).await?;
+        Ok(sizes
+            .into_iter()
+            .zip(bodies)
+            .map(
+                |(size, (path, body))| match String::from_utf8(body.to_vec()) {
+                    Ok(note) => Ok(StoredTreeCheckpoint { size, note }),
+                    Err(error) => Err((i128::from(size), format!("{path}: not UTF-8: {error}"))),
+                },
+            )
+            .collect())
     }
 
     async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError> {

@@ -45,6 +45,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use audit_core::Digest;
+use audit_core::chain::tree::{TreeFrontier, leaf_hash};
+use audit_core::chain::tree_checkpoint::merge_notes;
 use audit_core::chain::{BatchPlan, PresentIds, SealedBatch};
 use audit_core::chain_writer::{ChainSinkOptions, ChainStore, ChainWriter};
 use audit_core::dead_letter::DeadLetter;
@@ -84,6 +87,11 @@ struct StateInner {
     /// First seqs of the segments read or written (whose ids are indexed), sorted.
     segments: Vec<u64>,
     ids: IdIndex,
+    /// The chain's tree, grown from the segments in seq order.
+    tree: TreeFrontier,
+    /// Why the tree cannot follow the records (a missing or unreadable
+    /// record); appends are refused until the archive is repaired.
+    tree_broken: Option<String>,
 }
 
 /// What a writer knows of its chain (head, segments, every event id),
@@ -124,9 +132,25 @@ impl ArchiveState {
         self.lock().ids.fingerprinter().clone()
     }
 
-    /// Records segments read or written: indexes their ids (once per
-    /// segment) and moves the head forward (never back).
-    fn advance(&self, first_seqs: &[u64], ids: IdBatch, head: ChainHead) {
+    /// The chain's tree frontier, or why it cannot be known.
+    fn tree(&self) -> Result<TreeFrontier, String> {
+        let inner = self.lock();
+        match &inner.tree_broken {
+            Some(why) => Err(why.clone()),
+            None => Ok(inner.tree.clone()),
+        }
+    }
+
+    /// Records segments read or written: indexes their ids and grows the
+    /// tree by their leaves (once per segment) and moves the head forward
+    /// (never back).
+    fn advance(
+        &self,
+        first_seqs: &[u64],
+        ids: IdBatch,
+        leaves: Vec<(u64, Digest)>,
+        head: ChainHead,
+    ) {
         let mut inner = self.lock();
         let mut fresh = false;
         for &first_seq in first_seqs {
@@ -137,6 +161,16 @@ impl ArchiveState {
         }
         if fresh {
             inner.ids.absorb(ids);
+            for (seq, leaf) in leaves {
+                let next = inner.tree.size() + 1;
+                if seq == next {
+                    inner.tree.push(leaf);
+                } else if seq > next && inner.tree_broken.is_none() {
+                    inner.tree_broken = Some(format!(
+                        "record {next} is missing or unreadable, so the chain's tree cannot grow: run `deferred-audit verify`"
+                    ));
+                }
+            }
         }
         if inner.head.is_none_or(|known| known.seq < head.seq) {
             inner.head = Some(head);
@@ -243,6 +277,7 @@ impl ObjectStoreChain {
             .collect();
         let fingerprinter = self.state.fingerprinter();
         let mut ids = IdBatch::default();
+        let mut leaves = Vec::new();
         let mut head = None;
         let mut first_seqs = Vec::with_capacity(listed.len());
         let count = listed.len();
@@ -258,7 +293,7 @@ impl ObjectStoreChain {
             let segment = &listed[position];
             position += 1;
             let body = body?;
-            index_segment(&fingerprinter, &segment.path, &body, &mut ids);
+            index_segment(&fingerprinter, &segment.path, &body, &mut ids, &mut leaves);
             if position == count {
                 head = Some(last_head(&segment.path, &body)?);
             }
@@ -266,11 +301,11 @@ impl ObjectStoreChain {
         }
         let head = head.unwrap_or(ChainHead::EMPTY);
         if ids.len() < BLOCKING_INDEX_THRESHOLD {
-            self.state.advance(&first_seqs, ids, head);
+            self.state.advance(&first_seqs, ids, leaves, head);
         } else {
             // Sorting millions of ids takes seconds: off the runtime's workers.
             let state = self.state.clone();
-            tokio::task::spawn_blocking(move || state.advance(&first_seqs, ids, head))
+            tokio::task::spawn_blocking(move || state.advance(&first_seqs, ids, leaves, head))
                 .await
                 .map_err(|error| ArchiveError::Interrupted {
                     what: "indexing the chain's event ids",
@@ -278,6 +313,16 @@ impl ObjectStoreChain {
                 })?;
         }
         Ok(self.state.head().unwrap_or(head))
+    }
+
+    fn known_tree(&self) -> Result<TreeFrontier, SinkError> {
+        self.state.tree().map_err(|why| {
+            SinkError::new(
+                ChainStore::describe(self),
+                ErrorClass::Permanent,
+                format!("chain {}: {why}", self.chain),
+            )
+        })
     }
 
     async fn known_head(&self) -> Result<ChainHead, SinkError> {
@@ -349,6 +394,10 @@ impl ObjectStoreChain {
             Ok(_) => {
                 let fingerprinter = self.state.fingerprinter();
                 let mut ids = IdBatch::with_capacity(records.len());
+                let leaves = records
+                    .iter()
+                    .map(|record| (record.seq, leaf_hash(record.event_json.as_bytes())))
+                    .collect();
                 for record in records {
                     let id = match &record.columns {
                         Some(columns) => Some(columns.id.clone()),
@@ -359,7 +408,7 @@ impl ObjectStoreChain {
                     }
                 }
                 let head = records.last().map_or(ChainHead::EMPTY, Record::head);
-                self.state.advance(&[first.seq], ids, head);
+                self.state.advance(&[first.seq], ids, leaves, head);
                 Ok(())
             }
             Err(error) => {
@@ -402,8 +451,9 @@ impl ChainStore for ObjectStoreChain {
     async fn append_once(&mut self, plan: &BatchPlan) -> Result<SealedBatch, SinkError> {
         self.check_chain(plan.chain())?;
         let head = self.known_head().await?;
+        let tree = self.known_tree()?;
         let present = self.present_ids(plan).await?;
-        let sealed = plan.seal_off_runtime(head, present).await?;
+        let sealed = plan.seal_off_runtime(head, tree, present).await?;
         self.put_segment(sealed.records()).await?;
         Ok(sealed)
     }
@@ -486,9 +536,27 @@ impl ChainStore for ObjectStoreChain {
             .map_err(|error| self.sink_error(error))
     }
 
+    async fn write_tree_checkpoint(
+        &mut self,
+        chain: &ChainId,
+        size: u64,
+        note: &str,
+    ) -> Result<(), SinkError> {
+        self.check_chain(chain)?;
+        put_tree_checkpoint(self.store.as_ref(), &self.prefix, chain, size, note)
+            .await
+            .map_err(|error| self.sink_error(error))
+    }
+
     async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError> {
         self.check_chain(chain)?;
         self.load().await.map_err(|error| self.sink_error(error))
+    }
+
+    async fn tree(&mut self, chain: &ChainId) -> Result<TreeFrontier, SinkError> {
+        self.check_chain(chain)?;
+        self.load().await.map_err(|error| self.sink_error(error))?;
+        self.known_tree()
     }
 
     fn describe(&self) -> String {
@@ -521,12 +589,21 @@ fn event_id(event_json: &str) -> Option<String> {
 
 /// Adds the ids of a segment's lines to `ids` (lines that do not show a
 /// seq and an event id are logged: the verifier reports them).
-fn index_segment(fingerprinter: &Fingerprinter, path: &Path, body: &[u8], ids: &mut IdBatch) {
+/// Adds the ids of a segment's lines to `ids`, and their leaf hashes
+/// (`H(0x00 || E)`) to `leaves` (lines that do not show a seq and an event
+/// id are logged: the verifier reports them).
+fn index_segment(
+    fingerprinter: &Fingerprinter,
+    path: &Path,
+    body: &[u8],
+    ids: &mut IdBatch,
+    leaves: &mut Vec<(u64, Digest)>,
+) {
     #[derive(serde::Deserialize)]
     struct Line<'a> {
         seq: u64,
         #[serde(borrow)]
-        event: Event<'a>,
+        event: &'a serde_json::value::RawValue,
     }
     #[derive(serde::Deserialize)]
     struct Event<'a> {
@@ -534,8 +611,15 @@ fn index_segment(fingerprinter: &Fingerprinter, path: &Path, body: &[u8], ids: &
         id: std::borrow::Cow<'a, str>,
     }
     for (index, line) in split_lines(body).0.into_iter().enumerate() {
-        match serde_json::from_slice::<Line<'_>>(line) {
-            Ok(line) => ids.push(fingerprinter, &line.event.id, line.seq),
+        let parsed = serde_json::from_slice::<Line<'_>>(line).and_then(|line| {
+            let event = serde_json::from_str::<Event<'_>>(line.event.get())?;
+            Ok((line.seq, event.id, line.event.get()))
+        });
+        match parsed {
+            Ok((seq, id, event_json)) => {
+                ids.push(fingerprinter, &id, seq);
+                leaves.push((seq, leaf_hash(event_json.as_bytes())));
+            }
             Err(error) => tracing::warn!(
                 %path, line = index + 1, %error,
                 "a segment line without a seq and an event id is not indexed; `verify` reports it"
@@ -574,6 +658,50 @@ fn last_head(path: &Path, body: &[u8]) -> Result<ChainHead, ArchiveError> {
 /// object at the same seq is accepted when it states the same head (a
 /// retry, or another writer checkpointing the same head at another time)
 /// and is an error otherwise.
+/// Puts a tree checkpoint note at `P/C/tree-checkpoints/{size:020}.note`,
+/// create-only; when one is already there, merges the signature lines of
+/// both (a later cosignature) and refuses a different body.
+pub(crate) async fn put_tree_checkpoint(
+    store: &dyn ObjectStore,
+    prefix: &Path,
+    chain: &ChainId,
+    size: u64,
+    note: &str,
+) -> Result<(), ArchiveError> {
+    let path = ChainLayout::new(prefix, chain).tree_checkpoint(size);
+    match store
+        .put_opts(&path, note.to_owned().into(), PutMode::Create.into())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => {
+            let bytes = get_bytes(store, &path).await?;
+            let stored =
+                String::from_utf8(bytes.to_vec()).map_err(|error| ArchiveError::Malformed {
+                    path: path.to_string(),
+                    line: 1,
+                    detail: format!("not UTF-8: {error}"),
+                })?;
+            let merged =
+                merge_notes(&stored, note).map_err(|error| ArchiveError::CheckpointConflict {
+                    path: path.to_string(),
+                    detail: error.to_string(),
+                })?;
+            if merged == stored {
+                return Ok(());
+            }
+            store
+                .put_opts(&path, merged.into(), PutMode::Overwrite.into())
+                .await
+                .map(drop)
+                .map_err(ArchiveError::store(store, "writing tree checkpoint", &path))
+        }
+        Err(error) => Err(ArchiveError::store(store, "writing tree checkpoint", &path)(error)),
+    }
+}
+
 pub(crate) async fn put_checkpoint(
     store: &dyn ObjectStore,
     prefix: &Path,

@@ -55,6 +55,14 @@ pub enum SqliteError {
         /// The file.
         path: PathBuf,
     },
+    /// The chain's tree could not be grown from its records on open.
+    #[error("{path}: growing the chains' trees after a migration: {detail}")]
+    Tree {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
     /// A SQLite call failed.
     #[error("{path}: {context}: {source}")]
     Sqlite {

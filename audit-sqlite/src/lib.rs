@@ -39,6 +39,7 @@ pub mod error;
 pub mod read;
 pub mod schema;
 pub mod store;
+pub mod tree;
 
 pub use error::{SqliteError, classify};
 pub use read::SqliteSource;

@@ -20,7 +20,7 @@ use audit_core::chain::{ChainId, Checkpoint, EventColumns, Record};
 use audit_core::dead_letter::DeadLetter;
 use audit_core::store::{
     ChainSource, Inventory, RecordStream, SourceCheckpoint, SourceError, SourceRecord,
-    StoredDeadLetter, Stray,
+    SourceTreeCheckpoint, StoredDeadLetter, Stray,
 };
 use futures::StreamExt;
 use rusqlite::types::ValueRef;
@@ -97,11 +97,17 @@ impl ChainSource for SqliteSource {
     async fn inventory(&self) -> Result<Inventory, SourceError> {
         self.read("listing chains", |connection| {
             let mut inventory = Inventory::default();
-            let mut statement = connection.prepare(
+            let mut sql = String::from(
                 "SELECT chain_id, 'audit_records', COUNT(*), MIN(seq) FROM audit_records GROUP BY chain_id
                  UNION ALL SELECT chain_id, 'audit_checkpoints', COUNT(*), MIN(seq) FROM audit_checkpoints GROUP BY chain_id
                  UNION ALL SELECT chain_id, 'audit_dead_letters', COUNT(*), NULL FROM audit_dead_letters GROUP BY chain_id",
-            )?;
+            );
+            if crate::tree::has_tree_tables(connection)? {
+                sql.push_str(
+                    " UNION ALL SELECT chain_id, 'audit_tree_checkpoints', COUNT(*), MIN(size) FROM audit_tree_checkpoints GROUP BY chain_id",
+                );
+            }
+            let mut statement = connection.prepare(&sql)?;
             let mut rows = statement.query([])?;
             while let Some(row) = rows.next()? {
                 let table: String = row.get(1)?;
@@ -171,6 +177,29 @@ impl ChainSource for SqliteSource {
             )?;
             let rows = statement.query_map([chain.as_str()], |row| Ok(decode_checkpoint(&chain, row)))?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn tree_checkpoints(
+        &self,
+        chain: &ChainId,
+    ) -> Result<Vec<SourceTreeCheckpoint>, SourceError> {
+        let chain = chain.clone();
+        self.read("reading tree checkpoints", move |connection| {
+            crate::tree::read_checkpoints(connection, &chain)
+        })
+        .await
+    }
+
+    async fn tree_rows(
+        &self,
+        chain: &ChainId,
+        seqs: &[u64],
+    ) -> Result<Option<audit_core::store::StoredTreeRows>, SourceError> {
+        let (chain, seqs) = (chain.clone(), seqs.to_vec());
+        self.read("reading tree rows", move |connection| {
+            crate::tree::read_rows(connection, &chain, &seqs)
         })
         .await
     }

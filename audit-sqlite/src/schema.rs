@@ -12,8 +12,10 @@
 //!
 //! Schema versions: 1 is FORMAT.md section 6 as written; 2 adds the
 //! writer's authentication of dead letters (`key_id`, `signature` of
-//! `audit_dead_letters`). A writer migrates a version-1 file in place; a
-//! reader reads both.
+//! `audit_dead_letters`); 3 adds the chain's tree (FORMAT.md section 8:
+//! `audit_tree_nodes`, `audit_tree_heads`, `audit_tree_checkpoints`, see
+//! [`crate::tree`]). A writer migrates older files in place and grows the
+//! tree of every chain; a reader reads every version.
 
 use std::path::Path;
 
@@ -24,9 +26,9 @@ use crate::error::SqliteError;
 /// The `format` value of `audit_meta` this build reads and writes.
 pub const FORMAT: &str = "1";
 /// The `schema_version` value of `audit_meta` this build writes.
-pub const SCHEMA_VERSION: &str = "2";
+pub const SCHEMA_VERSION: &str = "3";
 /// Every `schema_version` this build reads.
-pub const READABLE_VERSIONS: [&str; 2] = ["1", "2"];
+pub const READABLE_VERSIONS: [&str; 3] = ["1", "2", "3"];
 
 /// Migrates a version-1 database to version 2.
 const MIGRATE_1_TO_2: &str = "
@@ -34,6 +36,15 @@ ALTER TABLE audit_dead_letters ADD COLUMN key_id TEXT;
 ALTER TABLE audit_dead_letters ADD COLUMN signature TEXT;
 UPDATE audit_meta SET value = '2' WHERE key = 'schema_version';
 ";
+
+/// Migrates a version-2 database to version 3 (the tree tables; their
+/// rows are grown from the records by the writer that migrates).
+fn migrate_2_to_3() -> String {
+    format!(
+        "{}UPDATE audit_meta SET value = '3' WHERE key = 'schema_version';",
+        crate::tree::CREATE_TREE_TABLES
+    )
+}
 
 /// The tables FORMAT.md section 6 requires.
 pub const TABLES: [&str; 4] = [
@@ -169,14 +180,12 @@ pub fn create_or_migrate(connection: &mut Connection, path: &Path) -> Result<(),
             schema_version: Some(version),
         } if version == SCHEMA_VERSION => return Ok(()),
         SchemaState::Audit {
-            schema_version: Some(_),
+            schema_version: Some(version),
         } => {
-            transaction
-                .execute_batch(MIGRATE_1_TO_2)
-                .map_err(SqliteError::sqlite(
-                    path,
-                    "migrating the schema to version 2",
-                ))?;
+            if version == "1" {
+                migrate(&transaction, path, MIGRATE_1_TO_2, 2)?;
+            }
+            migrate(&transaction, path, &migrate_2_to_3(), 3)?;
         }
         SchemaState::Audit {
             schema_version: None,
@@ -184,22 +193,34 @@ pub fn create_or_migrate(connection: &mut Connection, path: &Path) -> Result<(),
             transaction
                 .execute_batch(CREATE_SCHEMA)
                 .map_err(SqliteError::sqlite(path, "recording the schema version"))?;
-            transaction
-                .execute_batch(MIGRATE_1_TO_2)
-                .map_err(SqliteError::sqlite(
-                    path,
-                    "migrating the schema to version 2",
-                ))?;
+            migrate(&transaction, path, MIGRATE_1_TO_2, 2)?;
+            migrate(&transaction, path, &migrate_2_to_3(), 3)?;
         }
         SchemaState::Empty => {
             transaction
                 .execute_batch(CREATE_SCHEMA)
                 .map_err(SqliteError::sqlite(path, "creating the audit schema"))?;
+            migrate(&transaction, path, &migrate_2_to_3(), 3)?;
         }
     }
     transaction
         .commit()
         .map_err(SqliteError::sqlite(path, "committing the audit schema"))
+}
+
+fn migrate(
+    transaction: &rusqlite::Transaction<'_>,
+    path: &Path,
+    sql: &str,
+    version: u32,
+) -> Result<(), SqliteError> {
+    let context = match version {
+        2 => "migrating the schema to version 2",
+        _ => "migrating the schema to version 3",
+    };
+    transaction
+        .execute_batch(sql)
+        .map_err(SqliteError::sqlite(path, context))
 }
 
 fn table_names(connection: &Connection, path: &Path) -> Result<Vec<String>, SqliteError> {

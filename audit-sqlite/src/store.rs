@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use audit_core::Digest;
+use audit_core::chain::tree::TreeFrontier;
 use audit_core::chain::{
     BatchPlan, ChainHead, ChainId, Checkpoint, PresentIds, Record, SealedBatch,
 };
@@ -204,9 +205,22 @@ pub(crate) fn open_writer(path: &Path, options: SqliteOptions) -> Result<Connect
     );
     if !up_to_date {
         schema::create_or_migrate(&mut connection, path)?;
+        grow_trees(&mut connection, path)?;
     }
     connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
+}
+
+/// Grows the tree of every chain of a migrated file (one transaction).
+fn grow_trees(connection: &mut Connection, path: &Path) -> Result<(), SqliteError> {
+    let describe = describe(path);
+    let into_error = |error: SinkError| SqliteError::Tree {
+        path: path.to_owned(),
+        detail: error.to_string(),
+    };
+    let transaction = begin(connection, &describe).map_err(into_error)?;
+    crate::tree::catch_up_all(&transaction, &describe).map_err(into_error)?;
+    commit(transaction, &describe).map_err(into_error)
 }
 
 fn configure(
@@ -433,9 +447,19 @@ pub(crate) fn append_in(
     describe: &str,
 ) -> Result<SealedBatch, SinkError> {
     let head = read_head(transaction, plan.chain(), describe)?;
+    let tree = crate::tree::catch_up(transaction, plan.chain(), head.seq, describe)?;
     let present = present_ids(transaction, plan.chain(), plan.ids(), describe)?;
-    let sealed = plan.seal(head, &present)?;
+    let sealed = plan.seal(head, &tree, &present)?;
     insert_records(transaction, sealed.records(), describe)?;
+    if sealed.appends() {
+        crate::tree::store_tree(
+            transaction,
+            plan.chain(),
+            sealed.tree_rows(),
+            sealed.tree(),
+            describe,
+        )?;
+    }
     Ok(sealed)
 }
 
@@ -459,7 +483,8 @@ fn import_in(
             ),
         ));
     }
-    insert_records(transaction, records, describe)
+    insert_records(transaction, records, describe)?;
+    crate::tree::grow_by(transaction, records, describe)
 }
 
 /// Deletes dead letters by row id.
@@ -603,10 +628,37 @@ impl ChainStore for SqliteStore {
             .await
     }
 
+    async fn write_tree_checkpoint(
+        &mut self,
+        chain: &ChainId,
+        size: u64,
+        note: &str,
+    ) -> Result<(), SinkError> {
+        let (chain, note) = (chain.clone(), note.to_owned());
+        self.run(move |connection, describe| {
+            let transaction = begin(connection, describe)?;
+            crate::tree::write_checkpoint(&transaction, &chain, size, &note, describe)?;
+            commit(transaction, describe)
+        })
+        .await
+    }
+
     async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError> {
         let chain = chain.clone();
         self.run(move |connection, describe| read_head(connection, &chain, describe))
             .await
+    }
+
+    async fn tree(&mut self, chain: &ChainId) -> Result<TreeFrontier, SinkError> {
+        let chain = chain.clone();
+        self.run(move |connection, describe| {
+            let transaction = begin(connection, describe)?;
+            let head = read_head(&transaction, &chain, describe)?;
+            let tree = crate::tree::catch_up(&transaction, &chain, head.seq, describe)?;
+            commit(transaction, describe)?;
+            Ok(tree)
+        })
+        .await
     }
 
     fn describe(&self) -> String {

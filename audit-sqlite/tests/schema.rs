@@ -40,7 +40,7 @@ fn a_new_file_gets_the_schema_and_meta_rows() {
         meta,
         [
             ("format".into(), "1".into()),
-            ("schema_version".into(), "2".into())
+            ("schema_version".into(), "3".into())
         ]
     );
     let mode: String = connection
@@ -50,7 +50,7 @@ fn a_new_file_gets_the_schema_and_meta_rows() {
     assert_eq!(
         schema::inspect_file(&path).unwrap(),
         schema::SchemaState::Audit {
-            schema_version: Some("2".into())
+            schema_version: Some("3".into())
         }
     );
     drop(open(&path).unwrap());
@@ -75,9 +75,20 @@ fn a_file_without_schema_version_is_migrated_by_a_writer() {
     assert_eq!(
         schema::inspect_file(&path).unwrap(),
         schema::SchemaState::Audit {
-            schema_version: Some("2".into())
+            schema_version: Some("3".into())
         }
     );
+    // The migration grew the chain's tree from its records.
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let (records, tree_size): (i64, i64) = connection
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM audit_records), (SELECT size FROM audit_tree_heads)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert!(records > 0);
+    assert_eq!(tree_size, records);
 }
 
 #[test]
@@ -89,7 +100,7 @@ fn a_newer_schema_version_is_refused_untouched() {
         let connection = rusqlite::Connection::open(&path).unwrap();
         connection
             .execute(
-                "UPDATE audit_meta SET value = '3' WHERE key = 'schema_version'",
+                "UPDATE audit_meta SET value = '4' WHERE key = 'schema_version'",
                 [],
             )
             .unwrap();
@@ -100,7 +111,7 @@ fn a_newer_schema_version_is_refused_untouched() {
     let before = std::fs::read(&path).unwrap();
     let error = open(&path).unwrap_err();
     assert!(
-        matches!(&error, SqliteError::UnsupportedVersion { key: "schema_version", value, .. } if value == "3"),
+        matches!(&error, SqliteError::UnsupportedVersion { key: "schema_version", value, .. } if value == "4"),
         "{error:?}"
     );
     let message = error.to_string();

@@ -681,8 +681,27 @@ impl ChainStore for MemoryChainStore {
         self.chain.store.write_checkpoint(checkpoint).await
     }
 
+    async fn write_tree_checkpoint(
+        &mut self,
+        chain: &ChainId,
+        size: u64,
+        note: &str,
+    ) -> Result<(), SinkError> {
+        self.chain
+            .store
+            .write_tree_checkpoint(chain, size, note)
+            .await
+    }
+
     async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError> {
         self.chain.store.head(chain).await
+    }
+
+    async fn tree(
+        &mut self,
+        chain: &ChainId,
+    ) -> Result<audit_core::chain::tree::TreeFrontier, SinkError> {
+        self.chain.store.tree(chain).await
     }
 
     fn describe(&self) -> String {

@@ -40,6 +40,7 @@ mod seal;
 mod signatures;
 pub mod tree;
 pub mod tree_checkpoint;
+pub mod tree_rows;
 mod verify;
 
 pub use checkpoint::{Checkpoint, checkpoint_hash};

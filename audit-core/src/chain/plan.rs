@@ -2,20 +2,23 @@
 //! already in the chain or earlier in the batch, how the new ones are
 //! sealed, and what each event's outcome is. Every store runs this one plan.
 //!
-//! A store's append attempt is: read the head and the records already in
-//! the chain for [`BatchPlan::ids`], call [`BatchPlan::seal`], write
-//! [`SealedBatch::records`], commit.
+//! A store's append attempt is: read the head, the tree frontier and the
+//! records already in the chain for [`BatchPlan::ids`], call
+//! [`BatchPlan::seal`], write [`SealedBatch::records`],
+//! [`SealedBatch::tree_rows`] and [`SealedBatch::tree`], commit.
 //!
 //! ```
 //! use std::collections::HashMap;
 //! use audit_core::chain::{BatchPlan, ChainHead, ChainId, Sealer, SignMode};
+//! use audit_core::chain::tree::TreeFrontier;
 //! use audit_core::AuditEvent;
 //! let sealer = Sealer::new(ChainId::new("c")?, None, SignMode::EveryRecord);
 //! let event = AuditEvent::new("t", "a", serde_json::json!(1))?;
 //! let plan = BatchPlan::new(sealer, &[event.clone(), event]);
 //! assert_eq!(plan.ids().count(), 1);
-//! let sealed = plan.seal(ChainHead::EMPTY, &HashMap::new())?;
+//! let sealed = plan.seal(ChainHead::EMPTY, &TreeFrontier::new(), &HashMap::new())?;
 //! assert_eq!(sealed.records().len(), 1);
+//! assert_eq!(sealed.tree().size(), 1);
 //! assert_eq!(sealed.outcomes().len(), 2); // the repeat gets the same record
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -23,6 +26,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::tree::TreeFrontier;
+use super::tree_rows::{TreeGrowth, TreeRow};
 use super::{ChainHead, ChainId, Record, Sealer};
 use crate::event::AuditEvent;
 use crate::sink::{AppendOutcome, ErrorClass, Receipt, SinkError};
@@ -98,8 +103,25 @@ impl BatchPlan {
     }
 
     /// Seals the events whose id is neither in `present` nor earlier in
-    /// the batch after `head`, and gives every event its outcome.
-    pub fn seal(&self, head: ChainHead, present: &PresentIds) -> Result<SealedBatch, SinkError> {
+    /// the batch after `head`, grows the chain's tree from `tree` (the
+    /// frontier at `head`), and gives every event its outcome.
+    pub fn seal(
+        &self,
+        head: ChainHead,
+        tree: &TreeFrontier,
+        present: &PresentIds,
+    ) -> Result<SealedBatch, SinkError> {
+        if tree.size() != head.seq {
+            return Err(SinkError::new(
+                format!("chain {}", self.chain()),
+                ErrorClass::Permanent,
+                format!(
+                    "the stored tree covers {} records but the head is at seq {}: the store's tree is out of step with its records",
+                    tree.size(),
+                    head.seq
+                ),
+            ));
+        }
         let fresh: Vec<usize> = self
             .distinct
             .iter()
@@ -159,10 +181,15 @@ impl BatchPlan {
                 Slot::Repeat(n) => receipt((by_distinct[n].0, true)),
             })
             .collect();
+        let mut growth = TreeGrowth::new(tree.clone());
+        growth.push_records(&records);
+        let (tree_rows, tree) = growth.finish();
         Ok(SealedBatch {
             head: records.last().map_or(head, Record::head),
             records,
             outcomes,
+            tree_rows,
+            tree,
         })
     }
 
@@ -172,13 +199,14 @@ impl BatchPlan {
     pub async fn seal_off_runtime(
         &self,
         head: ChainHead,
+        tree: TreeFrontier,
         present: PresentIds,
     ) -> Result<SealedBatch, SinkError> {
         if self.events.len() < BLOCKING_SEAL_THRESHOLD {
-            return self.seal(head, &present);
+            return self.seal(head, &tree, &present);
         }
         let plan = self.clone();
-        tokio::task::spawn_blocking(move || plan.seal(head, &present))
+        tokio::task::spawn_blocking(move || plan.seal(head, &tree, &present))
             .await
             .map_err(|error| {
                 SinkError::new(
@@ -196,6 +224,8 @@ pub struct SealedBatch {
     records: Vec<Record>,
     outcomes: Vec<AppendOutcome>,
     head: ChainHead,
+    tree_rows: Vec<TreeRow>,
+    tree: TreeFrontier,
 }
 
 impl SealedBatch {
@@ -207,6 +237,16 @@ impl SealedBatch {
     /// The head after these records.
     pub fn head(&self) -> ChainHead {
         self.head
+    }
+
+    /// The tree rows the new records complete, to store with them.
+    pub fn tree_rows(&self) -> &[TreeRow] {
+        &self.tree_rows
+    }
+
+    /// The tree's frontier after these records, to store with them.
+    pub fn tree(&self) -> &TreeFrontier {
+        &self.tree
     }
 
     /// Whether any record is new.
@@ -237,6 +277,11 @@ mod tests {
         ids.iter().map(|&n| pool[n].clone()).collect()
     }
 
+    fn frontier(size: u64) -> TreeFrontier {
+        let hashes = vec![crate::Digest::ZERO; size.count_ones() as usize];
+        TreeFrontier::from_parts(size, hashes).unwrap()
+    }
+
     fn outcome(outcome: &AppendOutcome) -> (u64, bool) {
         match outcome {
             AppendOutcome::Appended(receipt) => (receipt.seq, receipt.already_present),
@@ -256,7 +301,7 @@ mod tests {
         };
         let mut present = PresentIds::new();
         present.insert(batch[1].id().to_owned(), ChainHead { seq: 3, ..head });
-        let sealed = plan.seal(head, &present).unwrap();
+        let sealed = plan.seal(head, &frontier(7), &present).unwrap();
         assert_eq!(sealed.records().len(), 2);
         assert_eq!(sealed.head().seq, 9);
         let seen: Vec<(u64, bool)> = sealed.outcomes().iter().map(outcome).collect();
@@ -274,8 +319,20 @@ mod tests {
             seq: i64::MAX as u64,
             hash: crate::Digest::ZERO,
         };
-        let error = plan.seal(head, &PresentIds::new()).unwrap_err();
+        let error = plan
+            .seal(head, &frontier(i64::MAX as u64), &PresentIds::new())
+            .unwrap_err();
         assert_eq!(error.class, ErrorClass::Permanent);
         assert!(error.message.contains("chain is full"), "{error}");
+    }
+
+    #[test]
+    fn a_tree_out_of_step_with_the_head_is_refused() {
+        let sealer = Sealer::new(ChainId::default(), None, SignMode::EveryRecord);
+        let plan = BatchPlan::new(sealer, &events(&[0]));
+        let error = plan
+            .seal(ChainHead::EMPTY, &frontier(3), &PresentIds::new())
+            .unwrap_err();
+        assert!(error.message.contains("out of step"), "{error}");
     }
 }

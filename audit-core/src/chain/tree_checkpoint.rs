@@ -69,9 +69,39 @@ pub enum TreeCheckpointError {
         /// The log key's name.
         key_name: String,
     },
+    /// Two notes at one tree size disagree on the body: a fork.
+    #[error("a different tree checkpoint is already stored at size {size}: the log forked")]
+    DifferentBody {
+        /// The tree size.
+        size: u64,
+    },
     /// The note itself is refused.
     #[error(transparent)]
     Note(#[from] NoteError),
+}
+
+/// Merges a tree checkpoint note with the one already stored at its size:
+/// the stored note with the new note's signature lines it lacks (a
+/// cosignature gathered later). Refuses two different bodies.
+pub fn merge_notes(stored: &str, new: &str) -> Result<String, TreeCheckpointError> {
+    let mut merged = Note::parse(stored.as_bytes())?;
+    let new = Note::parse(new.as_bytes())?;
+    if merged.body() != new.body() {
+        let size = TreeCheckpoint::parse_body(new.body())
+            .map(|checkpoint| checkpoint.size())
+            .unwrap_or_default();
+        return Err(TreeCheckpointError::DifferentBody { size });
+    }
+    for signature in new.signatures() {
+        let known = merged
+            .signatures()
+            .iter()
+            .any(|s| s.name == signature.name && s.key_hash == signature.key_hash);
+        if !known {
+            merged.push_signature(signature.clone())?;
+        }
+    }
+    Ok(merged.to_string())
 }
 
 /// `deferred-audit/<key_id>/<chain>`, the default origin of a chain's tree.

@@ -21,7 +21,10 @@ use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::Signature;
 use serde::Serialize;
 
+use super::note::{Note, Vkey};
 use super::signatures::{PendingSignature, SignatureChecker};
+use super::tree::{TreeFrontier, leaf_hash};
+use super::tree_checkpoint::TreeCheckpoint;
 use super::{ChainHead, ChainId, Checkpoint, Record, record_hash};
 use crate::digest::Digest;
 use crate::error::EventError;
@@ -107,6 +110,13 @@ pub enum FailureKind {
     NoKeyGiven,
     /// The chain does not end at the expected head.
     HeadMismatch,
+    /// A tree checkpoint (FORMAT.md section 8.2) is not signed by a
+    /// trusted key, or its signature does not verify.
+    TreeCheckpointBadSignature,
+    /// A tree checkpoint's root differs from the root recomputed from the
+    /// chain's records at its size: the records were rewritten, or the log
+    /// signed a history it does not hold.
+    TreeRootMismatch,
 }
 
 impl fmt::Display for FailureKind {
@@ -152,6 +162,8 @@ pub struct ChainSummary {
     pub signed: u64,
     /// Checkpoints checked.
     pub checkpoints: u64,
+    /// Tree checkpoints whose root was recomputed from the records.
+    pub tree_checkpoints: u64,
     /// Last seq seen.
     pub head_seq: u64,
     /// Its record hash, hex.
@@ -199,6 +211,10 @@ struct ChainState {
     checkpoints_checked: u64,
     event_ids: HashSet<u128>,
     pending_checkpoints: BTreeMap<u64, Checkpoint>,
+    /// The tree of the records so far, grown once a tree checkpoint is given.
+    tree: Option<TreeFrontier>,
+    pending_trees: BTreeMap<u64, Vec<TreeCheckpoint>>,
+    trees_checked: u64,
 }
 
 /// Checks records and checkpoints of one or more chains.
@@ -283,6 +299,114 @@ impl Verifier {
             .insert(checkpoint.seq, checkpoint.clone());
     }
 
+    /// Takes a tree checkpoint note of `chain` (FORMAT.md section 8.5
+    /// item 8), stored under tree size `stored_size`; give each before the
+    /// records, which must then start at seq 1. Its log signature must
+    /// verify under a key of the keyring (the key name being its origin),
+    /// and its root must equal the root of the chain's first `size`
+    /// records. Checkpoints whose roots all recompute from the same records
+    /// extend one another, so consistency between them needs no proof.
+    pub fn tree_checkpoint(&mut self, chain: &ChainId, stored_size: u64, note: &str) {
+        let name = chain.as_str();
+        let checkpoint = match Note::parse(note.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|note| {
+                let checkpoint =
+                    TreeCheckpoint::parse_body(note.body()).map_err(|e| e.to_string())?;
+                Ok((note, checkpoint))
+            }) {
+            Ok((note, checkpoint)) if checkpoint.size() == stored_size => {
+                self.check_tree_signature(name, &note, &checkpoint);
+                checkpoint
+            }
+            Ok((_, checkpoint)) => {
+                let detail = format!(
+                    "tree checkpoint stored at size {stored_size} says size {}",
+                    checkpoint.size()
+                );
+                self.fail(name, stored_size, FailureKind::Malformed, detail);
+                return;
+            }
+            Err(detail) => {
+                let detail = format!("tree checkpoint at size {stored_size}: {detail}");
+                self.fail(name, stored_size, FailureKind::Malformed, detail);
+                return;
+            }
+        };
+        let state = self.state(name);
+        if state.started {
+            let detail = "tree checkpoint given after the records had started".to_owned();
+            self.fail(name, stored_size, FailureKind::Malformed, detail);
+            return;
+        }
+        state.tree.get_or_insert_with(TreeFrontier::new);
+        state
+            .pending_trees
+            .entry(checkpoint.size())
+            .or_default()
+            .push(checkpoint);
+        if stored_size == 0 {
+            self.check_tree_roots(name);
+        }
+    }
+
+    fn check_tree_signature(&mut self, chain: &str, note: &Note, checkpoint: &TreeCheckpoint) {
+        if self.keyring.is_empty() {
+            let state = self.state(chain);
+            state.unchecked_checkpoint.get_or_insert(checkpoint.size());
+            return;
+        }
+        let vkeys: Vec<Vkey> = self
+            .keyring
+            .keys()
+            .filter_map(|key| Vkey::ed25519(checkpoint.origin(), key.verifying_key()).ok())
+            .collect();
+        let verdict = match vkeys
+            .iter()
+            .find(|vkey| note.signatures().iter().any(|line| vkey.matches(line)))
+        {
+            None => Some(format!(
+                "tree checkpoint of origin {:?} carries no signature of a trusted key",
+                checkpoint.origin()
+            )),
+            Some(vkey) => TreeCheckpoint::verify(note, vkey)
+                .err()
+                .map(|error| format!("tree checkpoint signature: {error}")),
+        };
+        if let Some(detail) = verdict {
+            self.fail(
+                chain,
+                checkpoint.size(),
+                FailureKind::TreeCheckpointBadSignature,
+                detail,
+            );
+        }
+    }
+
+    /// Compares the pending tree checkpoints at the tree's current size.
+    fn check_tree_roots(&mut self, chain: &str) {
+        let state = self.state(chain);
+        let Some(tree) = &state.tree else {
+            return;
+        };
+        let size = tree.size();
+        let Some(checkpoints) = state.pending_trees.remove(&size) else {
+            return;
+        };
+        let root = tree.root();
+        state.trees_checked += checkpoints.len() as u64;
+        for checkpoint in checkpoints {
+            if checkpoint.root() != root {
+                let detail = format!(
+                    "tree checkpoint of origin {:?} at size {size} signs root {}, the records give {root}",
+                    checkpoint.origin(),
+                    checkpoint.root()
+                );
+                self.fail(chain, size, FailureKind::TreeRootMismatch, detail);
+            }
+        }
+    }
+
     /// Reports a record the source could not decode.
     pub fn malformed(&mut self, chain: &str, seq: u64, detail: impl Into<String>) {
         self.fail(chain, seq, FailureKind::Malformed, detail.into());
@@ -342,6 +466,12 @@ impl Verifier {
         let state = self.state(chain);
         state.head = record.head();
         state.summary_records += 1;
+        if let Some(tree) = &mut state.tree {
+            tree.push(leaf_hash(record.event_json.as_bytes()));
+            if !state.pending_trees.is_empty() {
+                self.check_tree_roots(chain);
+            }
+        }
     }
 
     /// Finishes: checks remaining signatures, checkpoints beyond the heads
@@ -362,6 +492,16 @@ impl Verifier {
                     checkpoint.head, state.head.seq
                 );
                 self.fail(&name, *seq, FailureKind::Truncated, detail);
+            }
+            for (size, checkpoints) in &state.pending_trees {
+                for checkpoint in checkpoints {
+                    let detail = format!(
+                        "tree checkpoint of origin {:?} at size {size} lies beyond the chain's head at seq {}",
+                        checkpoint.origin(),
+                        state.head.seq
+                    );
+                    self.fail(&name, *size, FailureKind::Truncated, detail);
+                }
             }
             if let Some(seq) = state.unchecked_checkpoint
                 && !state.no_key_reported
@@ -400,6 +540,7 @@ impl Verifier {
                     records: state.summary_records,
                     signed: state.signed,
                     checkpoints: state.checkpoints_checked,
+                    tree_checkpoints: state.trees_checked,
                     head_seq: state.head.seq,
                     head_hash: state.head.hash.to_hex(),
                 },

@@ -13,8 +13,11 @@ use futures::StreamExt;
 
 use super::{
     ChainSource, ChainStore, Inventory, RecordStream, SourceCheckpoint, SourceError, SourceRecord,
-    StoredDeadLetter,
+    SourceTreeCheckpoint, StoredDeadLetter, StoredTreeCheckpoint,
 };
+use crate::chain::tree::TreeFrontier;
+use crate::chain::tree_checkpoint::merge_notes;
+use crate::chain::tree_rows::{TreeGrowth, TreeRow};
 use crate::chain::{BatchPlan, ChainHead, ChainId, Checkpoint, PresentIds, Record, SealedBatch};
 use crate::dead_letter::DeadLetter;
 use crate::sink::{ErrorClass, SinkError};
@@ -24,11 +27,21 @@ struct MemoryChain {
     records: Vec<Record>,
     by_id: HashMap<String, usize>,
     checkpoints: BTreeMap<u64, Checkpoint>,
+    tree: TreeFrontier,
+    tree_rows: HashMap<u64, Vec<u8>>,
+    tree_checkpoints: BTreeMap<u64, String>,
 }
 
 impl MemoryChain {
     fn head(&self) -> ChainHead {
         self.records.last().map_or(ChainHead::EMPTY, Record::head)
+    }
+
+    fn keep_tree(&mut self, rows: &[TreeRow], tree: &TreeFrontier) {
+        for row in rows {
+            self.tree_rows.insert(row.seq, row.encode());
+        }
+        self.tree = tree.clone();
     }
 }
 
@@ -122,10 +135,11 @@ impl MemoryStore {
 #[async_trait]
 impl ChainStore for MemoryStore {
     async fn append_once(&mut self, plan: &BatchPlan) -> Result<SealedBatch, SinkError> {
-        let (head, present) = {
+        let (head, tree, present) = {
             let state = self.lock();
             let chain = state.chains.get(plan.chain());
             let head = chain.map_or(ChainHead::EMPTY, MemoryChain::head);
+            let tree = chain.map(|chain| chain.tree.clone()).unwrap_or_default();
             let present: PresentIds = chain
                 .map(|chain| {
                     plan.ids()
@@ -138,9 +152,9 @@ impl ChainStore for MemoryStore {
                         .collect()
                 })
                 .unwrap_or_default();
-            (head, present)
+            (head, tree, present)
         };
-        let sealed = plan.seal(head, &present)?;
+        let sealed = plan.seal(head, &tree, &present)?;
         // Another writer may commit meanwhile, as between a real read and write.
         tokio::task::yield_now().await;
         let mut state = self.lock();
@@ -154,6 +168,7 @@ impl ChainStore for MemoryStore {
             }
             chain.records.push(record.clone());
         }
+        chain.keep_tree(sealed.tree_rows(), sealed.tree());
         Ok(sealed)
     }
 
@@ -169,6 +184,10 @@ impl ChainStore for MemoryStore {
                 .unwrap_or_default();
             chain.by_id.insert(id, chain.records.len());
             chain.records.push(record.clone());
+            let mut growth = TreeGrowth::new(chain.tree.clone());
+            growth.push(record.seq, record.event_json.as_bytes());
+            let (rows, tree) = growth.finish();
+            chain.keep_tree(&rows, &tree);
         }
         Ok(())
     }
@@ -203,12 +222,40 @@ impl ChainStore for MemoryStore {
         Ok(())
     }
 
+    async fn write_tree_checkpoint(
+        &mut self,
+        chain: &ChainId,
+        size: u64,
+        note: &str,
+    ) -> Result<(), SinkError> {
+        let describe = ChainStore::describe(self);
+        let mut state = self.lock();
+        let chain = state.chains.entry(chain.clone()).or_default();
+        let merged = match chain.tree_checkpoints.get(&size) {
+            Some(stored) => merge_notes(stored, note).map_err(|error| {
+                SinkError::new(describe, ErrorClass::Permanent, error.to_string())
+            })?,
+            None => note.to_owned(),
+        };
+        chain.tree_checkpoints.insert(size, merged);
+        Ok(())
+    }
+
     async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError> {
         Ok(self
             .lock()
             .chains
             .get(chain)
             .map_or(ChainHead::EMPTY, MemoryChain::head))
+    }
+
+    async fn tree(&mut self, chain: &ChainId) -> Result<TreeFrontier, SinkError> {
+        Ok(self
+            .lock()
+            .chains
+            .get(chain)
+            .map(|chain| chain.tree.clone())
+            .unwrap_or_default())
     }
 
     fn describe(&self) -> String {
@@ -226,7 +273,10 @@ impl ChainSource for MemoryStore {
         let state = self.lock();
         let mut inventory = Inventory::default();
         for (chain, stored) in &state.chains {
-            if !stored.records.is_empty() || !stored.checkpoints.is_empty() {
+            if !stored.records.is_empty()
+                || !stored.checkpoints.is_empty()
+                || !stored.tree_checkpoints.is_empty()
+            {
                 inventory.add_chain(chain.clone());
             }
         }
@@ -255,6 +305,45 @@ impl ChainSource for MemoryStore {
 
     async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError> {
         Ok(self.stored_checkpoints(chain).into_iter().map(Ok).collect())
+    }
+
+    async fn tree_checkpoints(
+        &self,
+        chain: &ChainId,
+    ) -> Result<Vec<SourceTreeCheckpoint>, SourceError> {
+        Ok(self
+            .lock()
+            .chains
+            .get(chain)
+            .map(|chain| {
+                chain
+                    .tree_checkpoints
+                    .iter()
+                    .map(|(&size, note)| {
+                        Ok(StoredTreeCheckpoint {
+                            size,
+                            note: note.clone(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn tree_rows(
+        &self,
+        chain: &ChainId,
+        seqs: &[u64],
+    ) -> Result<Option<super::StoredTreeRows>, SourceError> {
+        let state = self.lock();
+        let Some(chain) = state.chains.get(chain) else {
+            return Ok(Some(Vec::new()));
+        };
+        Ok(Some(
+            seqs.iter()
+                .filter_map(|seq| chain.tree_rows.get(seq).map(|row| (*seq, row.clone())))
+                .collect(),
+        ))
     }
 
     async fn dead_letters(

@@ -38,12 +38,13 @@ mod url;
 
 pub use source::{
     Anchor, ChainSource, Inventory, RecordStream, SourceCheckpoint, SourceError, SourceRecord,
-    StoredDeadLetter, Stray,
+    SourceTreeCheckpoint, StoredDeadLetter, StoredTreeCheckpoint, StoredTreeRows, Stray,
 };
 pub use url::{StoreUrl, StoreUrlError, redact_url};
 
 use async_trait::async_trait;
 
+use crate::chain::tree::TreeFrontier;
 use crate::chain::{BatchPlan, ChainHead, ChainId, Checkpoint, Record, SealedBatch};
 use crate::dead_letter::DeadLetter;
 use crate::sink::SinkError;
@@ -53,10 +54,12 @@ use crate::sink::SinkError;
 #[async_trait]
 pub trait ChainStore: Send {
     /// One atomic attempt: in one transaction (or one create-only object),
-    /// read the head of [`BatchPlan::chain`] and the records already in the
-    /// chain for [`BatchPlan::ids`], seal with [`BatchPlan::seal`] (or
-    /// [`BatchPlan::seal_off_runtime`] on an async runtime), write
-    /// [`SealedBatch::records`], commit, and return the sealed batch.
+    /// read the head and tree frontier of [`BatchPlan::chain`] and the
+    /// records already in the chain for [`BatchPlan::ids`], seal with
+    /// [`BatchPlan::seal`] (or [`BatchPlan::seal_off_runtime`] on an async
+    /// runtime), write [`SealedBatch::records`] with the tree's
+    /// [`SealedBatch::tree_rows`] and [`SealedBatch::tree`] (when the store
+    /// keeps them), commit, and return the sealed batch.
     /// Returns `Err` with [`ErrorClass::Conflict`](crate::sink::ErrorClass::Conflict)
     /// when another writer took a seq.
     async fn append_once(&mut self, plan: &BatchPlan) -> Result<SealedBatch, SinkError>;
@@ -75,8 +78,21 @@ pub trait ChainStore: Send {
     /// Stores a checkpoint (idempotent for the same seq).
     async fn write_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), SinkError>;
 
+    /// Stores a signed tree checkpoint note of `chain` at tree `size`
+    /// (FORMAT.md section 8.2). A note already stored at that size is
+    /// replaced only by one with the same body (more cosignatures).
+    async fn write_tree_checkpoint(
+        &mut self,
+        chain: &ChainId,
+        size: u64,
+        note: &str,
+    ) -> Result<(), SinkError>;
+
     /// The current head of `chain`.
     async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError>;
+
+    /// The current tree frontier of `chain` (its size is the head's seq).
+    async fn tree(&mut self, chain: &ChainId) -> Result<TreeFrontier, SinkError>;
 
     /// A short description for logs, e.g. `sqlite:///var/audit.db`.
     fn describe(&self) -> String;
@@ -99,8 +115,19 @@ impl ChainStore for Box<dyn ChainStore> {
     async fn write_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), SinkError> {
         (**self).write_checkpoint(checkpoint).await
     }
+    async fn write_tree_checkpoint(
+        &mut self,
+        chain: &ChainId,
+        size: u64,
+        note: &str,
+    ) -> Result<(), SinkError> {
+        (**self).write_tree_checkpoint(chain, size, note).await
+    }
     async fn head(&mut self, chain: &ChainId) -> Result<ChainHead, SinkError> {
         (**self).head(chain).await
+    }
+    async fn tree(&mut self, chain: &ChainId) -> Result<TreeFrontier, SinkError> {
+        (**self).tree(chain).await
     }
     fn describe(&self) -> String {
         (**self).describe()

@@ -62,6 +62,23 @@ pub enum SourceRecord {
 /// A checkpoint as stored: decoded, or what is wrong with it.
 pub type SourceCheckpoint = Result<Checkpoint, (i128, String)>;
 
+/// A tree checkpoint note as stored (FORMAT.md section 8.2): the size the
+/// store files it under and the note's text, with any cosignatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTreeCheckpoint {
+    /// The tree size the store files the note under.
+    pub size: u64,
+    /// The signed note, as stored.
+    pub note: String,
+}
+
+/// Stored tree rows: `(seq, bytes)` of each
+/// [`TreeRow`](crate::chain::tree_rows::TreeRow) found.
+pub type StoredTreeRows = Vec<(u64, Vec<u8>)>;
+
+/// A tree checkpoint as stored, or where it is and what is wrong with it.
+pub type SourceTreeCheckpoint = Result<StoredTreeCheckpoint, (i128, String)>;
+
 /// A trace in the store that belongs to no valid chain: a row whose
 /// `chain_id` is NULL, not text or not a valid chain name; an object or
 /// folder outside the layout. Every stray is a verification failure.
@@ -139,6 +156,24 @@ pub trait ChainSource: Send + Sync {
     /// Every stored checkpoint of `chain`, in seq order.
     async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError>;
 
+    /// Every stored tree checkpoint of `chain`, in size order.
+    async fn tree_checkpoints(
+        &self,
+        chain: &ChainId,
+    ) -> Result<Vec<SourceTreeCheckpoint>, SourceError>;
+
+    /// The stored [`TreeRow`](crate::chain::tree_rows::TreeRow)s of `chain`
+    /// for the records `seqs`, as `(seq, bytes)` (rows not stored are left
+    /// out), or `None` when the store keeps no tree rows: proofs are then
+    /// computed from the records.
+    async fn tree_rows(
+        &self,
+        _chain: &ChainId,
+        _seqs: &[u64],
+    ) -> Result<Option<StoredTreeRows>, SourceError> {
+        Ok(None)
+    }
+
     /// Heads the store states besides its records.
     async fn anchors(&self, _chain: &ChainId) -> Result<Vec<Anchor>, SourceError> {
         Ok(Vec::new())
@@ -211,6 +246,19 @@ macro_rules! delegate_source {
                 chain: &ChainId,
             ) -> Result<Vec<SourceCheckpoint>, SourceError> {
                 (**self).checkpoints(chain).await
+            }
+            async fn tree_checkpoints(
+                &self,
+                chain: &ChainId,
+            ) -> Result<Vec<SourceTreeCheckpoint>, SourceError> {
+                (**self).tree_checkpoints(chain).await
+            }
+            async fn tree_rows(
+                &self,
+                chain: &ChainId,
+                seqs: &[u64],
+            ) -> Result<Option<StoredTreeRows>, SourceError> {
+                (**self).tree_rows(chain, seqs).await
             }
             async fn anchors(&self, chain: &ChainId) -> Result<Vec<Anchor>, SourceError> {
                 (**self).anchors(chain).await
