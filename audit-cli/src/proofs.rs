@@ -38,12 +38,15 @@ pub struct CheckpointArgs {
 
 /// Arguments of `prove`.
 #[derive(Debug, clap::Args)]
-#[group(id = "what", required = true, multiple = false, args = ["seq", "consistency_from"])]
 pub struct ProveArgs {
     /// The store.
     url: StoreUrl,
     /// Prove the inclusion of the record at this seq.
-    #[arg(long)]
+    #[arg(
+        long,
+        conflicts_with = "consistency_from",
+        required_unless_present = "consistency_from"
+    )]
     seq: Option<u64>,
     /// Prove that the newest checkpoint extends the tree of this size.
     #[arg(long, value_name = "M")]
@@ -55,12 +58,16 @@ pub struct ProveArgs {
 
 /// Arguments of `verify-proof`.
 #[derive(Debug, clap::Args)]
-#[group(id = "log_key", required = true, multiple = false, args = ["pubkey", "vkey"])]
 pub struct VerifyProofArgs {
     /// The proof file: a `.tlog-proof` inclusion proof or a consistency proof.
     file: PathBuf,
     /// The log's public key (SPKI PEM); the checkpoint's origin is its key name.
-    #[arg(long, value_name = "PEM")]
+    #[arg(
+        long,
+        value_name = "PEM",
+        conflicts_with = "vkey",
+        required_unless_present = "vkey"
+    )]
     pubkey: Option<PathBuf>,
     /// The log's verifier key (`origin+hash+base64`, C2SP signed-note).
     #[arg(long, value_name = "VKEY")]

@@ -62,6 +62,8 @@ pub struct ExportReport {
     pub already_present: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
+    /// Tree checkpoints (FORMAT.md section 8.2) written.
+    pub tree_checkpoints: u64,
 }
 
 /// Why an export stopped.
@@ -180,6 +182,14 @@ async fn export_chain(
             checkpoint.map_err(|(seq, detail)| malformed(seq, format!("checkpoint: {detail}")))?;
         destination.write_checkpoint(&checkpoint).await?;
         report.checkpoints += 1;
+    }
+    for stored in source.tree_checkpoints(chain).await? {
+        let stored = stored
+            .map_err(|(size, detail)| malformed(size, format!("tree checkpoint: {detail}")))?;
+        destination
+            .write_tree_checkpoint(chain, stored.size, &stored.note)
+            .await?;
+        report.tree_checkpoints += 1;
     }
     Ok(())
 }

@@ -18,6 +18,12 @@
 //	*.consistency     consistency proofs (old <M>, hashes, empty line, note),
 //	                  each with <name>.old-root holding base64 of the old root
 //
+// Without witness.vkey (artefacts of the deferred-audit CLI), notes carry
+// the log's signature only, stored.txt is optional, inclusion proofs may
+// carry the leaf in an "extra" line (which must equal leaves.txt's), and a
+// consistency proof without <name>.old-root is checked against the old
+// root tlog computes from leaves.txt.
+//
 // Files whose name starts with "bad-" must be rejected. The checker prints
 // one line per check and exits non-zero on the first failure.
 package main
@@ -155,14 +161,19 @@ func main() {
 	if err != nil {
 		fail("note.NewVerifier(log.vkey): %v", err)
 	}
-	witnessV := newCosigVerifier(string(read(dir, "witness.vkey")))
-	both := note.VerifierList(logV, witnessV)
+	both := note.VerifierList(logV)
+	wantSigs = 1
+	if _, err := os.Stat(filepath.Join(dir, "witness.vkey")); err == nil {
+		witnessV := newCosigVerifier(string(read(dir, "witness.vkey")))
+		both = note.VerifierList(logV, witnessV)
+		wantSigs = 2
+	}
 
-	cp, err := openCheckpoint(read(dir, "checkpoint.note"), both, 2)
+	cp, err := openCheckpoint(read(dir, "checkpoint.note"), both, wantSigs)
 	if err != nil {
 		fail("checkpoint.note: %v", err)
 	}
-	fmt.Printf("ok checkpoint.note: log signature and cosignature verify (origin %s, size %d)\n", cp.origin, cp.size)
+	fmt.Printf("ok checkpoint.note: %d signature(s) verify (origin %s, size %d)\n", wantSigs, cp.origin, cp.size)
 
 	// The stored hashes follow tlog's layout: tlog recomputes every record's
 	// stored hashes and the tree hash from them.
@@ -175,14 +186,18 @@ func main() {
 		leaves = append(leaves, leaf)
 	}
 	var stored []tlog.Hash
-	for _, line := range strings.Split(strings.TrimSpace(string(read(dir, "stored.txt"))), "\n") {
-		h, err := tlog.ParseHash(line)
-		if err != nil {
-			fail("stored.txt: %v", err)
+	_, statErr := os.Stat(filepath.Join(dir, "stored.txt"))
+	haveStored := statErr == nil
+	if haveStored {
+		for _, line := range strings.Split(strings.TrimSpace(string(read(dir, "stored.txt"))), "\n") {
+			h, err := tlog.ParseHash(line)
+			if err != nil {
+				fail("stored.txt: %v", err)
+			}
+			stored = append(stored, h)
 		}
-		stored = append(stored, h)
 	}
-	if int64(len(stored)) != tlog.StoredHashCount(int64(len(leaves))) {
+	if haveStored && int64(len(stored)) != tlog.StoredHashCount(int64(len(leaves))) {
 		fail("stored.txt has %d hashes, tlog.StoredHashCount(%d) = %d", len(stored), len(leaves), tlog.StoredHashCount(int64(len(leaves))))
 	}
 	var rebuilt []tlog.Hash
@@ -201,7 +216,7 @@ func main() {
 		rebuilt = append(rebuilt, hashes...)
 	}
 	for i := range stored {
-		if stored[i] != rebuilt[i] {
+		if haveStored && stored[i] != rebuilt[i] {
 			fail("stored hash %d differs from tlog's", i)
 		}
 	}
@@ -209,7 +224,11 @@ func main() {
 	if err != nil || root != cp.root || int64(len(leaves)) != cp.size {
 		fail("tlog.TreeHash(%d) = %v, checkpoint root %v size %d", len(leaves), root, cp.root, cp.size)
 	}
-	fmt.Printf("ok stored.txt: %d stored hashes equal tlog's, root equals the checkpoint's\n", len(stored))
+	if haveStored {
+		fmt.Printf("ok stored.txt: %d stored hashes equal tlog's, root equals the checkpoint's\n", len(stored))
+	} else {
+		fmt.Printf("ok leaves.txt: tlog's root of %d leaves equals the checkpoint's\n", len(leaves))
+	}
 
 	names, _ := filepath.Glob(filepath.Join(dir, "*.tlog-proof"))
 	more, _ := filepath.Glob(filepath.Join(dir, "*.consistency"))
@@ -223,9 +242,16 @@ func main() {
 		if strings.HasSuffix(name, ".tlog-proof") {
 			err = checkInclusion(data, leaves, both)
 		} else {
-			oldRoot, perr := tlog.ParseHash(strings.TrimSpace(string(read(dir, strings.TrimSuffix(name, ".consistency")+".old-root"))))
-			if perr != nil {
-				fail("%s.old-root: %v", name, perr)
+			rootFile := strings.TrimSuffix(name, ".consistency") + ".old-root"
+			var oldRoot tlog.Hash
+			if _, serr := os.Stat(filepath.Join(dir, rootFile)); serr == nil {
+				var perr error
+				oldRoot, perr = tlog.ParseHash(strings.TrimSpace(string(read(dir, rootFile))))
+				if perr != nil {
+					fail("%s: %v", rootFile, perr)
+				}
+			} else {
+				oldRoot = rootFromLeaves(data, reader)
 			}
 			err = checkConsistency(data, oldRoot, both)
 		}
@@ -245,19 +271,50 @@ func main() {
 	fmt.Printf("checked %d proof files\n", checked)
 }
 
+// wantSigs is the number of signatures every note must carry.
+var wantSigs = 2
+
+// rootFromLeaves is tlog's tree hash at the old size of a consistency proof.
+func rootFromLeaves(data []byte, reader tlog.HashReader) tlog.Hash {
+	line := string(data[:bytes.IndexByte(data, '\n')+1])
+	old, err := strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(line, "old ")), 10, 64)
+	if err != nil {
+		return tlog.Hash{}
+	}
+	root, err := tlog.TreeHash(old, reader)
+	if err != nil {
+		return tlog.Hash{}
+	}
+	return root
+}
+
 func checkInclusion(data []byte, leaves [][]byte, verifiers note.Verifiers) error {
-	header, proof, msg, err := splitProof(data, 2)
+	headerLines := 2
+	if bytes.HasPrefix(data, []byte("c2sp.org/tlog-proof@v1\nextra ")) {
+		headerLines = 3
+	}
+	header, proof, msg, err := splitProof(data, headerLines)
 	if err != nil {
 		return err
 	}
-	if header[0] != "c2sp.org/tlog-proof@v1" || !strings.HasPrefix(header[1], "index ") {
+	indexLine := header[headerLines-1]
+	if header[0] != "c2sp.org/tlog-proof@v1" || !strings.HasPrefix(indexLine, "index ") {
 		return fmt.Errorf("header %q", header)
 	}
-	index, err := strconv.ParseInt(strings.TrimPrefix(header[1], "index "), 10, 64)
+	index, err := strconv.ParseInt(strings.TrimPrefix(indexLine, "index "), 10, 64)
 	if err != nil || index < 0 || index >= int64(len(leaves)) {
-		return fmt.Errorf("index %q", header[1])
+		return fmt.Errorf("index %q", indexLine)
 	}
-	cp, err := openCheckpoint(msg, verifiers, 2)
+	if headerLines == 3 {
+		extra, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(header[1], "extra "))
+		if err != nil {
+			return fmt.Errorf("extra: %v", err)
+		}
+		if !bytes.Equal(extra, leaves[index]) {
+			return fmt.Errorf("extra is not leaf %d", index)
+		}
+	}
+	cp, err := openCheckpoint(msg, verifiers, wantSigs)
 	if err != nil {
 		return err
 	}
@@ -273,7 +330,7 @@ func checkConsistency(data []byte, oldRoot tlog.Hash, verifiers note.Verifiers) 
 	if err != nil || !strings.HasPrefix(header[0], "old ") {
 		return fmt.Errorf("header %q", header[0])
 	}
-	cp, err := openCheckpoint(msg, verifiers, 2)
+	cp, err := openCheckpoint(msg, verifiers, wantSigs)
 	if err != nil {
 		return err
 	}
