@@ -190,11 +190,13 @@ pub async fn prove_inclusion(
         return Err(ProveError::SeqOutOfRange { seq, size });
     }
     let index = seq - 1;
-    let proof = with_stored_hashes(source, chain, size, |reader| {
+    let (proof, mut records) = with_stored_hashes(source, chain, size, &[seq], |reader| {
         tree::prove_inclusion(size, index, reader)
     })
     .await?;
-    let record = record_at(source, chain, seq).await?;
+    let record = records
+        .remove(&seq)
+        .ok_or_else(|| damaged(chain, format!("record {seq} is missing")))?;
     let leaf = leaf_hash(record.event_json.as_bytes());
     check_inclusion(index, &leaf, size, &checkpoint.root(), &proof).map_err(|error| {
         damaged(
@@ -220,7 +222,7 @@ pub async fn prove_consistency(
     if old_size > size {
         return Err(ProveError::OldSizeBeyond { old_size, size });
     }
-    let (proof, old_root) = with_stored_hashes(source, chain, size, |reader| {
+    let ((proof, old_root), _) = with_stored_hashes(source, chain, size, &[], |reader| {
         let proof = tree::prove_consistency(old_size, size, reader)?;
         let old_root = tree::tree_hash(old_size, reader)?;
         Ok((proof, old_root))
@@ -241,7 +243,11 @@ pub async fn tree_root(
     chain: &ChainId,
     size: u64,
 ) -> Result<Digest, ProveError> {
-    with_stored_hashes(source, chain, size, |reader| tree::tree_hash(size, reader)).await
+    with_stored_hashes(source, chain, size, &[], |reader| {
+        tree::tree_hash(size, reader)
+    })
+    .await
+    .map(|(root, _)| root)
 }
 
 /// Waits until a stored tree checkpoint covers the receipt's record, then
@@ -310,20 +316,23 @@ impl HashReader for FetchedHashes {
 }
 
 /// Runs the tree computation `compute` over the stored hashes of the tree
-/// of `chain`'s first `size` records. Which hashes a computation reads
-/// depends on sizes only, never on hash values, so a first run records the
-/// indexes, they are fetched at once, and a second run computes.
+/// of `chain`'s first `size` records, and reads the records at `wanted`
+/// with the leaves. Which hashes a computation reads depends on sizes
+/// only, never on hash values, so a first run records the indexes, they
+/// are fetched at once, and a second run computes.
 async fn with_stored_hashes<T>(
     source: &(impl ChainSource + ?Sized),
     chain: &ChainId,
     size: u64,
+    wanted: &[u64],
     compute: impl Fn(&dyn HashReaderDyn) -> Result<T, TreeError<DynReadError>>,
-) -> Result<T, ProveError> {
+) -> Result<(T, HashMap<u64, Record>), ProveError> {
     let recorder = IndexRecorder::default();
     compute(&Recording(&recorder)).map_err(|error| damaged(chain, error.to_string()))?;
     let indexes = recorder.indexes.into_inner();
-    let fetched = fetch_hashes(source, chain, size, &indexes).await?;
-    compute(&Fetched(&fetched)).map_err(|error| damaged(chain, error.to_string()))
+    let (fetched, records) = fetch_hashes(source, chain, size, &indexes, wanted).await?;
+    let value = compute(&Fetched(&fetched)).map_err(|error| damaged(chain, error.to_string()))?;
+    Ok((value, records))
 }
 
 /// The error of a [`HashReaderDyn`].
@@ -367,7 +376,8 @@ async fn fetch_hashes(
     chain: &ChainId,
     size: u64,
     indexes: &[u64],
-) -> Result<FetchedHashes, ProveError> {
+    wanted: &[u64],
+) -> Result<(FetchedHashes, HashMap<u64, Record>), ProveError> {
     let mut leaves: Vec<(u64, u64)> = Vec::new();
     let mut interior: Vec<(u64, u64, usize)> = Vec::new();
     for &index in indexes {
@@ -388,13 +398,24 @@ async fn fetch_hashes(
     seqs.sort_unstable();
     seqs.dedup();
     let Some(rows) = source.tree_rows(chain, &seqs).await? else {
-        return all_hashes_from_records(source, chain, size).await;
+        let hashes = all_hashes_from_records(source, chain, size).await?;
+        return Ok((hashes, read_records(source, chain, wanted).await?));
     };
     let mut rows_by_seq = HashMap::with_capacity(rows.len());
     for (seq, bytes) in rows {
         let row =
             TreeRow::decode(seq, &bytes).map_err(|error| damaged(chain, error.to_string()))?;
         rows_by_seq.insert(seq, row);
+    }
+    if let Some((_, seq, _)) = interior
+        .iter()
+        .find(|(_, seq, _)| !rows_by_seq.contains_key(seq))
+    {
+        // A tree behind its records (a writer of an earlier version
+        // appended since): recompute, and say so.
+        tracing::warn!(%chain, seq, "a tree row is missing; recomputing the tree from the records");
+        let hashes = all_hashes_from_records(source, chain, size).await?;
+        return Ok((hashes, read_records(source, chain, wanted).await?));
     }
     let mut hashes = HashMap::with_capacity(indexes.len());
     for (index, seq, position) in interior {
@@ -404,35 +425,47 @@ async fn fetch_hashes(
             .ok_or_else(|| damaged(chain, format!("the tree row of record {seq} is missing")))?;
         hashes.insert(index, *hash);
     }
+    let mut seqs: Vec<u64> = leaves
+        .iter()
+        .map(|&(_, seq)| seq)
+        .chain(wanted.iter().copied())
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let records = read_records(source, chain, &seqs).await?;
     for (index, seq) in leaves {
-        let record = record_at(source, chain, seq).await?;
+        let record = records
+            .get(&seq)
+            .ok_or_else(|| damaged(chain, format!("record {seq} is missing")))?;
         hashes.insert(index, leaf_hash(record.event_json.as_bytes()));
     }
-    Ok(FetchedHashes(hashes))
+    Ok((FetchedHashes(hashes), records))
 }
 
-/// The record at `seq`, which must be stored and readable.
-async fn record_at(
+/// The records at `seqs`, each of which must be stored and readable.
+async fn read_records(
     source: &(impl ChainSource + ?Sized),
     chain: &ChainId,
-    seq: u64,
-) -> Result<Record, ProveError> {
-    let mut records = source.records(chain, seq).await?;
-    match records.next().await.transpose()? {
-        Some(SourceRecord::Record(record)) if record.seq == seq => Ok(record),
-        Some(SourceRecord::Record(record)) => Err(damaged(
-            chain,
-            format!(
-                "record {seq} is missing (the next stored is {})",
-                record.seq
-            ),
-        )),
-        Some(SourceRecord::Malformed { seq: at, detail }) => Err(damaged(
-            chain,
-            format!("record {seq} is unreadable (row {at}: {detail})"),
-        )),
-        None => Err(damaged(chain, format!("record {seq} is missing"))),
+    seqs: &[u64],
+) -> Result<HashMap<u64, Record>, ProveError> {
+    let mut found = HashMap::with_capacity(seqs.len());
+    for row in source.records_at(chain, seqs).await? {
+        match row {
+            SourceRecord::Record(record) => {
+                found.insert(record.seq, record);
+            }
+            SourceRecord::Malformed { seq, detail } => {
+                return Err(damaged(
+                    chain,
+                    format!("record {seq} is unreadable: {detail}"),
+                ));
+            }
+        }
     }
+    if let Some(missing) = seqs.iter().find(|seq| !found.contains_key(seq)) {
+        return Err(damaged(chain, format!("record {missing} is missing")));
+    }
+    Ok(found)
 }
 
 /// Every stored hash of the tree of the first `size` records, recomputed

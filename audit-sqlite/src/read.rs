@@ -13,6 +13,7 @@
 //! constant whatever the chain's length.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use audit_core::Digest;
@@ -35,6 +36,9 @@ const ROWS_PER_SEND: usize = 256;
 /// Sends in flight between the reading thread and the stream.
 const SENDS_IN_FLIGHT: usize = 8;
 
+/// Read-only connections kept open between calls.
+const IDLE_CONNECTIONS: usize = 4;
+
 /// A SQLite chain file, read-only.
 #[derive(Debug, Clone)]
 pub struct SqliteSource {
@@ -43,6 +47,9 @@ pub struct SqliteSource {
     /// Whether `audit_dead_letters` has the authentication columns
     /// (schema version 2).
     letter_auth: bool,
+    /// Idle read-only connections, reused by short reads (a proof makes a
+    /// few; opening a connection costs more than the reads).
+    idle: Arc<Mutex<Vec<Connection>>>,
 }
 
 impl SqliteSource {
@@ -59,6 +66,7 @@ impl SqliteSource {
             describe: describe(&path),
             path,
             letter_auth,
+            idle: Arc::default(),
         })
     }
 
@@ -78,9 +86,19 @@ impl SqliteSource {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let path = self.path.clone();
+        let idle = self.idle.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let connection = schema::open_read_only(&path)?;
-            work(&connection).map_err(SqliteError::sqlite(&path, context))
+            let taken = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let connection = match taken {
+                Some(connection) => connection,
+                None => schema::open_read_only(&path)?,
+            };
+            let result = work(&connection).map_err(SqliteError::sqlite(&path, context));
+            let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+            if result.is_ok() && idle.len() < IDLE_CONNECTIONS {
+                idle.push(connection);
+            }
+            result
         })
         .await
         .map_err(|error| self.error(context, error))?;
@@ -167,6 +185,30 @@ impl ChainSource for SqliteSource {
         })
         .filter_map(std::future::ready);
         Ok(rows.chain(end).boxed())
+    }
+
+    async fn records_at(
+        &self,
+        chain: &ChainId,
+        seqs: &[u64],
+    ) -> Result<Vec<SourceRecord>, SourceError> {
+        let (chain, seqs) = (chain.clone(), seqs.to_vec());
+        self.read("reading records", move |connection| {
+            let mut statement = connection.prepare_cached(&format!(
+                "{RECORD_COLUMNS} WHERE chain_id = ?1 AND seq = ?2"
+            ))?;
+            let mut found = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                let mut rows =
+                    statement.query(params![chain.as_str(), i64::try_from(seq).unwrap_or(-1)])?;
+                if let Some(row) = rows.next()? {
+                    let mut last_seq = 0;
+                    found.push(decode_record(&chain, row, &mut last_seq));
+                }
+            }
+            Ok(found)
+        })
+        .await
     }
 
     async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError> {
@@ -291,6 +333,9 @@ impl ChainSource for SqliteSource {
     }
 }
 
+/// The columns of a record row, in the order [`decode_record`] reads them.
+const RECORD_COLUMNS: &str = "SELECT seq, event_id, event_type, actor, event_time, event_json, event_hash, prev_hash, record_hash, key_id, signature FROM audit_records";
+
 /// Reads the rows of `chain` in seq order and sends them in batches.
 fn stream_records(
     connection: &Connection,
@@ -298,7 +343,7 @@ fn stream_records(
     from: u64,
     sender: &tokio::sync::mpsc::Sender<Vec<SourceRecord>>,
 ) -> rusqlite::Result<()> {
-    const COLUMNS: &str = "SELECT seq, event_id, event_type, actor, event_time, event_json, event_hash, prev_hash, record_hash, key_id, signature FROM audit_records";
+    const COLUMNS: &str = RECORD_COLUMNS;
     let mut statement;
     let mut rows = if from <= 1 {
         statement = connection.prepare(&format!("{COLUMNS} WHERE chain_id = ?1 ORDER BY seq"))?;

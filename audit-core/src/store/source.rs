@@ -153,6 +153,32 @@ pub trait ChainSource: Send + Sync {
     /// `from <= 1`, every stored row of the chain, whatever its seq.
     async fn records(&self, chain: &ChainId, from: u64) -> Result<RecordStream<'_>, SourceError>;
 
+    /// The stored rows of `chain` at exactly `seqs` (rows not stored are
+    /// left out), for proofs that read a few leaves. The default reads
+    /// [`records`](Self::records) from each seq; stores with an index
+    /// answer it directly.
+    async fn records_at(
+        &self,
+        chain: &ChainId,
+        seqs: &[u64],
+    ) -> Result<Vec<SourceRecord>, SourceError> {
+        use futures::StreamExt as _;
+        let mut found = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            let mut records = self.records(chain, seq).await?;
+            match records.next().await.transpose()? {
+                Some(SourceRecord::Record(record)) if record.seq == seq => {
+                    found.push(SourceRecord::Record(record));
+                }
+                Some(SourceRecord::Malformed { seq: at, detail }) if at == i128::from(seq) => {
+                    found.push(SourceRecord::Malformed { seq: at, detail });
+                }
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
     /// Every stored checkpoint of `chain`, in seq order.
     async fn checkpoints(&self, chain: &ChainId) -> Result<Vec<SourceCheckpoint>, SourceError>;
 
@@ -240,6 +266,13 @@ macro_rules! delegate_source {
                 from: u64,
             ) -> Result<RecordStream<'_>, SourceError> {
                 (**self).records(chain, from).await
+            }
+            async fn records_at(
+                &self,
+                chain: &ChainId,
+                seqs: &[u64],
+            ) -> Result<Vec<SourceRecord>, SourceError> {
+                (**self).records_at(chain, seqs).await
             }
             async fn checkpoints(
                 &self,
