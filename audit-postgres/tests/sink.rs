@@ -196,3 +196,44 @@ async fn concurrent_sinks_in_one_process_never_fork_the_chain() {
     };
     assert_eq!(head.seq, 2000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_behind_its_records_is_grown_on_open_and_proofs_hold() {
+    use audit_core::proving::{newest_tree_checkpoint, prove_consistency, prove_inclusion};
+    let (_server, url) = server();
+    let signer = Arc::new(AuditSigner::generate());
+    let chain = ChainId::new("main").unwrap();
+    let mut sink = sink(&url, chain_options("main", &signer)).await;
+    sink.append_batch(&events(0, 300)).await.unwrap();
+    drop(sink);
+    // As a database migrated from schema version 2 looks: every tree empty.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "DELETE FROM audit_tree_nodes; UPDATE audit_heads SET tree_size = 0, tree_frontier = '\\x'::bytea;",
+        )
+        .await
+        .unwrap();
+    let mut sink = common::sink(&url, chain_options("main", &signer)).await;
+    let size: i64 = client
+        .query_one("SELECT tree_size FROM audit_heads WHERE chain_id = 'main'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(size, 300, "the writer grew the tree when it opened");
+    sink.append_batch(&events(300, 21)).await.unwrap();
+    sink.checkpoint().await.unwrap();
+    let source = source(&url).await;
+    let note = newest_tree_checkpoint(&source, &chain).await.unwrap();
+    assert!(note.body().contains("\n321\n"), "{}", note.body());
+    for seq in [1, 150, 300, 301, 321] {
+        prove_inclusion(&source, &chain, seq, &note).await.unwrap();
+    }
+    prove_consistency(&source, &chain, 299, &note).await.unwrap();
+    let report = verify(&url, &signer).await;
+    assert!(report.is_ok(), "{:?}", report.failures);
+    assert_eq!(report.chains["main"].tree_checkpoints, 1);
+}
