@@ -280,9 +280,18 @@ fn truncation_with_its_checkpoints_deleted_is_caught_by_published_checkpoints() 
     connection
         .execute("DELETE FROM audit_checkpoints", [])
         .unwrap();
+    let pubkey = dir.path().join("audit-key.pub.pem").display().to_string();
+    // The tree checkpoint kept in the file still names size 500.
+    let (code, json) = verify(dir.path(), &sqlite, &["--pubkey", &pubkey]);
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(json["failures"][0]["kind"], "truncated", "{json}");
+    assert_eq!(json["failures"][0]["seq"], 500, "{json}");
+    // An attacker deletes those too.
+    connection
+        .execute("DELETE FROM audit_tree_checkpoints", [])
+        .unwrap();
     drop(connection);
 
-    let pubkey = dir.path().join("audit-key.pub.pem").display().to_string();
     let (code, json) = verify(dir.path(), &sqlite, &["--pubkey", &pubkey]);
     assert_eq!(
         code,

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::chain::note::Note;
 use crate::chain::tree::TreeFrontier;
 use crate::chain::tree_checkpoint::{TreeCheckpoint, default_origin};
 use crate::chain::{BatchPlan, ChainHead, ChainId, Checkpoint, Sealer, SignMode};
@@ -67,6 +68,8 @@ pub struct ChainSinkOptions {
     /// The origin of the chain's tree checkpoints (FORMAT.md section 8.2);
     /// `None` is the default `deferred-audit/<key_id>/<chain>`.
     pub origin: Option<String>,
+    /// Witnesses asked to cosign every tree checkpoint.
+    pub cosigner: Option<Arc<dyn Cosigner>>,
 }
 
 impl Default for ChainSinkOptions {
@@ -83,6 +86,7 @@ impl Default for ChainSinkOptions {
             },
             publisher: None,
             origin: None,
+            cosigner: None,
         }
     }
 }
@@ -97,6 +101,7 @@ impl std::fmt::Debug for ChainSinkOptions {
             .field("race_retry", &self.race_retry)
             .field("publisher", &self.publisher.is_some())
             .field("origin", &self.origin)
+            .field("cosigner", &self.cosigner.is_some())
             .finish()
     }
 }
@@ -150,6 +155,24 @@ impl ChainSinkOptions {
 
 pub use crate::store::ChainStore;
 
+/// Gathers witness cosignatures (FORMAT.md section 8.4) on a tree
+/// checkpoint the writer signed. The writer runs it on a task of its own,
+/// so appends never wait for a witness, and stores and publishes the
+/// cosigned note when it is ready (the stored note gains the lines).
+/// `audit-witness`'s `Witnesses` implements the protocol; the facade's
+/// `witness_cosigner` ties it to a store.
+#[async_trait]
+pub trait Cosigner: Send + Sync {
+    /// The note with every valid cosignature gathered merged in (the note
+    /// as given when none could be gathered: failures are the
+    /// implementation's to log and count).
+    async fn cosign(&self, chain: &ChainId, note: Note) -> Note;
+}
+
+/// How long [`ChainWriter`]'s final checkpoint waits for cosignatures
+/// still being gathered.
+pub const COSIGN_WAIT_AT_CHECKPOINT: Duration = Duration::from_secs(30);
+
 /// A [`ChainStore`] with the shared policy: an [`AuditSink`].
 pub struct ChainWriter<S> {
     store: S,
@@ -159,6 +182,8 @@ pub struct ChainWriter<S> {
     last_head: Option<ChainHead>,
     last_tree: Option<TreeFrontier>,
     race_retries: u64,
+    /// Cosignatures being gathered: the tree size and the task.
+    cosigning: Vec<(u64, tokio::task::JoinHandle<Note>)>,
 }
 
 impl<S: ChainStore> ChainWriter<S> {
@@ -173,6 +198,7 @@ impl<S: ChainStore> ChainWriter<S> {
             last_head: None,
             last_tree: None,
             race_retries: 0,
+            cosigning: Vec::new(),
         }
     }
 
@@ -294,7 +320,58 @@ impl<S: ChainStore> ChainWriter<S> {
                 .await?;
         }
         tracing::debug!(chain = %self.options.chain, size = tree.size(), %origin, "tree checkpoint written");
+        if let Some(cosigner) = self.options.cosigner.clone() {
+            let chain = self.options.chain.clone();
+            match Note::parse(note.as_bytes()) {
+                Ok(note) => self.cosigning.push((
+                    tree.size(),
+                    tokio::spawn(async move { cosigner.cosign(&chain, note).await }),
+                )),
+                Err(error) => tracing::error!(%error, "a tree checkpoint just signed does not parse"),
+            }
+        }
         Ok(())
+    }
+
+    /// Stores (and publishes) the cosigned notes that are ready; with
+    /// `wait`, waits up to that long for the others first.
+    async fn store_cosigned(&mut self, wait: Option<Duration>) {
+        if let Some(wait) = wait {
+            let deadline = tokio::time::Instant::now() + wait;
+            for (_, task) in &mut self.cosigning {
+                if tokio::time::timeout_at(deadline, &mut *task).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let (ready, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut self.cosigning)
+            .into_iter()
+            .partition(|(_, task)| task.is_finished());
+        self.cosigning = pending;
+        for (size, task) in ready {
+            let note = match task.await {
+                Ok(note) => note.to_string(),
+                Err(error) => {
+                    tracing::warn!(chain = %self.options.chain, size, %error, "gathering cosignatures failed");
+                    continue;
+                }
+            };
+            let stored = self
+                .store
+                .write_tree_checkpoint(&self.options.chain, size, &note)
+                .await;
+            let published = match (&stored, &self.options.publisher) {
+                (Ok(()), Some(publisher)) => {
+                    publisher
+                        .publish_tree_checkpoint(&self.options.chain, size, &note)
+                        .await
+                }
+                _ => Ok(()),
+            };
+            if let Err(error) = stored.and(published) {
+                tracing::warn!(chain = %self.options.chain, size, %error, "storing a cosigned tree checkpoint failed");
+            }
+        }
     }
 }
 
@@ -304,6 +381,9 @@ impl<S: ChainStore> AuditSink for ChainWriter<S> {
         &mut self,
         events: &[AuditEvent],
     ) -> Result<Vec<AppendOutcome>, SinkError> {
+        if !self.cosigning.is_empty() {
+            self.store_cosigned(None).await;
+        }
         let policy = self.options.race_retry;
         let plan = BatchPlan::new(self.sealer.clone(), events);
         let mut attempt = 0u32;
@@ -336,9 +416,12 @@ impl<S: ChainStore> AuditSink for ChainWriter<S> {
     async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         let head = self.store.head(&self.options.chain).await?;
         if self.last_checkpoint.is_some_and(|(seq, _)| seq == head.seq) {
+            self.store_cosigned(Some(COSIGN_WAIT_AT_CHECKPOINT)).await;
             return Ok(None);
         }
-        self.write_checkpoint_at(head, None).await
+        let written = self.write_checkpoint_at(head, None).await;
+        self.store_cosigned(Some(COSIGN_WAIT_AT_CHECKPOINT)).await;
+        written
     }
 
     fn race_retries(&self) -> u64 {

@@ -237,6 +237,28 @@ pub async fn prove_consistency(
     Ok(ConsistencyProof::new(old_size, proof, note.clone()))
 }
 
+/// The RFC 6962 consistency proof from the tree of `old_size` records of
+/// `chain` to the tree of `new_size` records, from the store (what a
+/// witness asks for; [`prove_consistency`] wraps it with a checkpoint).
+pub async fn consistency_hashes(
+    source: &(impl ChainSource + ?Sized),
+    chain: &ChainId,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<Digest>, ProveError> {
+    if old_size > new_size {
+        return Err(ProveError::OldSizeBeyond {
+            old_size,
+            size: new_size,
+        });
+    }
+    with_stored_hashes(source, chain, new_size, &[], |reader| {
+        tree::prove_consistency(old_size, new_size, reader)
+    })
+    .await
+    .map(|(proof, _)| proof)
+}
+
 /// The root of the tree of `chain`'s first `size` records, from the store.
 pub async fn tree_root(
     source: &(impl ChainSource + ?Sized),

@@ -37,6 +37,7 @@ use futures::StreamExt;
 use crate::chain::{
     ChainHead, ChainId, Checkpoint, Failure, FailureKind, Verifier, VerifyOptions, VerifyReport,
 };
+use crate::chain::note::Vkey;
 use crate::keys::Keyring;
 use crate::store::{ChainSource, SourceError, SourceRecord};
 
@@ -65,6 +66,12 @@ pub struct SourceVerifyOptions {
     pub outside_checkpoints: Vec<Checkpoint>,
     /// Called with the number of records read so far.
     pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// Witness cosigner keys (type 0x04) of the witness policy.
+    pub witnesses: Vec<Vkey>,
+    /// With a witness policy: the newest tree checkpoint of each chain
+    /// must carry at least this many valid cosignatures of `witnesses`
+    /// (FORMAT.md section 8.5 item 9); 0 checks none.
+    pub witness_quorum: usize,
 }
 
 impl std::fmt::Debug for SourceVerifyOptions {
@@ -76,6 +83,8 @@ impl std::fmt::Debug for SourceVerifyOptions {
             .field("chains", &self.chains)
             .field("outside_checkpoints", &self.outside_checkpoints.len())
             .field("progress", &self.progress.is_some())
+            .field("witnesses", &self.witnesses.len())
+            .field("witness_quorum", &self.witness_quorum)
             .finish()
     }
 }
@@ -182,8 +191,17 @@ async fn verify_chain(
     {
         verifier.checkpoint(checkpoint);
     }
+    let tree_checkpoints = source.tree_checkpoints(chain).await?;
+    if options.witness_quorum > 0 {
+        let newest = tree_checkpoints
+            .iter()
+            .filter_map(|stored| stored.as_ref().ok())
+            .max_by_key(|stored| stored.size)
+            .map(|stored| (stored.size, stored.note.as_str()));
+        verifier.require_cosignatures(chain, newest, &options.witnesses, options.witness_quorum);
+    }
     if from <= 1 {
-        for stored in source.tree_checkpoints(chain).await? {
+        for stored in tree_checkpoints {
             match stored {
                 Ok(stored) => verifier.tree_checkpoint(chain, stored.size, &stored.note),
                 Err((size, detail)) => verifier.malformed_row(

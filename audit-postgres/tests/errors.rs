@@ -200,7 +200,7 @@ async fn a_newer_schema_version_is_refused() {
     server
         .psql(
             "audit",
-            "UPDATE audit_meta SET value = '3' WHERE key = 'schema_version'",
+            "UPDATE audit_meta SET value = '4' WHERE key = 'schema_version'",
         )
         .unwrap();
     let error = connect(&url).await.unwrap_err();
@@ -211,7 +211,7 @@ async fn a_newer_schema_version_is_refused() {
     assert!(
         error
             .to_string()
-            .contains("newer than the supported version 2"),
+            .contains("newer than the supported version 3"),
         "{error}"
     );
 }
@@ -223,11 +223,13 @@ async fn a_version_1_schema_is_read_as_is_and_migrated_by_a_writer() {
     let mut sink = common::sink(&url, chain_options("main", &signer)).await;
     sink.append_batch(&events(0, 3)).await.unwrap();
     drop(sink);
-    // Back to version 1: no authentication columns on dead letters.
+    // Back to version 1: no authentication columns on dead letters, no tree.
     server
         .psql(
             "audit",
             "ALTER TABLE audit_dead_letters DROP COLUMN key_id, DROP COLUMN signature; \
+             DROP TABLE audit_tree_nodes; DROP TABLE audit_tree_checkpoints; \
+             ALTER TABLE audit_heads DROP COLUMN tree_size, DROP COLUMN tree_frontier; \
              INSERT INTO audit_dead_letters (chain_id, event_id, event_json, failure_reason, failed_at) \
                VALUES ('main', 'e', '{}', 'old', 't'); \
              UPDATE audit_meta SET value = '1' WHERE key = 'schema_version';",
@@ -247,7 +249,7 @@ async fn a_version_1_schema_is_read_as_is_and_migrated_by_a_writer() {
         ..PostgresOptions::default()
     };
     let error = PostgresStore::connect(&url, read_only).await.unwrap_err();
-    assert!(error.to_string().contains("older than 2"), "{error}");
+    assert!(error.to_string().contains("older than 3"), "{error}");
     connect(&url).await.unwrap();
     assert_eq!(
         server
@@ -257,7 +259,18 @@ async fn a_version_1_schema_is_read_as_is_and_migrated_by_a_writer() {
             )
             .unwrap()
             .trim(),
-        "2"
+        "3"
+    );
+    // The migrating writer grew the chain's tree from its records.
+    assert_eq!(
+        server
+            .psql(
+                "audit",
+                "SELECT tree_size FROM audit_heads WHERE chain_id = 'main'"
+            )
+            .unwrap()
+            .trim(),
+        "3"
     );
     assert_eq!(
         server

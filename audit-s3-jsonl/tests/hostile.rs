@@ -195,7 +195,8 @@ async fn base_chain(store: &Arc<dyn ObjectStore>, prefix: &Path, signer: &Arc<Au
             .unwrap();
     }
     let paths = common::object_paths(store.as_ref(), prefix).await;
-    assert_eq!(paths.len(), 6, "{paths:?}");
+    // 4 segments, 2 checkpoints and their 2 tree checkpoints.
+    assert_eq!(paths.len(), 8, "{paths:?}");
 }
 
 async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> String {

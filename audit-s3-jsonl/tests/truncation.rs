@@ -86,6 +86,15 @@ async fn deleting_the_tail_and_its_checkpoints_is_caught_by_published_checkpoint
             )
             .await
             .unwrap();
+        primary
+            .delete(
+                &prefix
+                    .child("ledger")
+                    .child("tree-checkpoints")
+                    .child(format!("{seq:020}.note")),
+            )
+            .await
+            .unwrap();
     }
 
     // On its own, the shortened chain looks fine.

@@ -117,6 +117,9 @@ pub enum FailureKind {
     /// chain's records at its size: the records were rewritten, or the log
     /// signed a history it does not hold.
     TreeRootMismatch,
+    /// The newest tree checkpoint lacks the cosignatures a witness policy
+    /// requires (FORMAT.md section 8.5 item 9), or carries an invalid one.
+    WitnessQuorum,
 }
 
 impl fmt::Display for FailureKind {
@@ -348,6 +351,41 @@ impl Verifier {
         if stored_size == 0 {
             self.check_tree_roots(name);
         }
+    }
+
+    /// Checks the newest tree checkpoint of `chain` (at `size`, note
+    /// text `note`, or none) under a witness policy: at least `quorum`
+    /// valid cosignatures of distinct keys among `witnesses` (FORMAT.md
+    /// section 8.5 item 9). Lines of other keys are ignored.
+    pub fn require_cosignatures(
+        &mut self,
+        chain: &ChainId,
+        newest: Option<(u64, &str)>,
+        witnesses: &[Vkey],
+        quorum: usize,
+    ) {
+        let name = chain.as_str();
+        let Some((size, note)) = newest else {
+            let detail = format!(
+                "no tree checkpoint: {quorum} witness cosignature(s) required"
+            );
+            self.fail(name, 0, FailureKind::WitnessQuorum, detail);
+            return;
+        };
+        let verdict = match Note::parse(note.as_bytes()).map(|note| note.verify(witnesses)) {
+            Ok(Ok(verified)) if verified.len() >= quorum => return,
+            Ok(Ok(verified)) => format!(
+                "the newest tree checkpoint carries {} valid cosignature(s) of the given witnesses, {quorum} required",
+                verified.len()
+            ),
+            Ok(Err(super::note::NoteError::NoKnownSignature)) if quorum == 0 => return,
+            Ok(Err(super::note::NoteError::NoKnownSignature)) => format!(
+                "the newest tree checkpoint carries no cosignature of the given witnesses, {quorum} required"
+            ),
+            Ok(Err(error)) => format!("a witness cosignature does not verify: {error}"),
+            Err(error) => format!("the newest tree checkpoint: {error}"),
+        };
+        self.fail(name, size, FailureKind::WitnessQuorum, verdict);
     }
 
     fn check_tree_signature(&mut self, chain: &str, note: &Note, checkpoint: &TreeCheckpoint) {
