@@ -20,10 +20,13 @@ fn head(size: u64) -> TreeHead {
     }
 }
 
+/// A successful swap: the head it replaced and the head it stored.
+type Stored = (Option<TreeHead>, TreeHead);
+
 /// Many tasks read and compare-and-swap one origin at once; the successful
 /// swaps must form one chain from nothing to the final head.
 pub async fn check_linearizable(state: Arc<dyn WitnessState>, origin: &str) {
-    let stored: Arc<Mutex<Vec<(Option<TreeHead>, TreeHead)>>> = Arc::default();
+    let stored: Arc<Mutex<Vec<Stored>>> = Arc::default();
     let mut tasks = Vec::new();
     for task in 0..24u64 {
         let state = state.clone();
