@@ -48,6 +48,10 @@ pub use audit_sqlite as sqlite;
 #[cfg(feature = "postgres")]
 pub use audit_postgres as postgres;
 
+/// Witnesses: the writer's cosigner and the witness server (feature `witness`).
+#[cfg(feature = "witness")]
+pub mod witness;
+
 /// The JSONL archive on object stores (feature `s3`).
 #[cfg(feature = "s3")]
 pub use audit_s3_jsonl as s3;

@@ -80,6 +80,9 @@ pub struct DemoArgs {
     /// deferred-audit/<key_id>/<chain>.
     #[arg(long)]
     origin: Option<String>,
+    /// Witnesses asked to cosign the chain's tree checkpoints.
+    #[command(flatten)]
+    witnesses: crate::witness::WitnessArgs,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -224,6 +227,7 @@ async fn submit_all(
         signer: Some(signer),
         publisher,
         origin: args.origin.clone(),
+        cosigner: args.witnesses.cosigner(&args.store).await?,
         ..ChainSinkOptions::default()
     };
     if let Some(origin) = &args.origin {

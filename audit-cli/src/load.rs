@@ -89,6 +89,13 @@ pub struct LoadArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// The origin (log name) of the chain's tree checkpoints; default
+    /// deferred-audit/<key_id>/<chain>.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Witnesses asked to cosign the chain's tree checkpoints.
+    #[command(flatten)]
+    witnesses: crate::witness::WitnessArgs,
 }
 
 /// Runs `load`.
@@ -123,11 +130,17 @@ pub fn run(args: LoadArgs) -> Result<ExitCode, CliError> {
 }
 
 /// The pipeline for `args`: the store's sink, optional journal (recovered now).
-fn pipeline(args: &LoadArgs, signer: Option<Arc<AuditSigner>>) -> Result<AuditPipeline, CliError> {
+fn pipeline(
+    args: &LoadArgs,
+    signer: Option<Arc<AuditSigner>>,
+    cosigner: Option<Arc<dyn audit_core::chain_writer::Cosigner>>,
+) -> Result<AuditPipeline, CliError> {
     let chain = ChainId::default();
     let sink_options = ChainSinkOptions {
         chain: chain.clone(),
         signer,
+        cosigner,
+        origin: args.origin.clone(),
         ..ChainSinkOptions::default()
     };
     let factory =
@@ -183,7 +196,8 @@ async fn load(
     signer: Option<Arc<AuditSigner>>,
     acked: Option<&AckLog>,
 ) -> Result<Outcome, CliError> {
-    let pipeline = pipeline(args, signer)?;
+    let cosigner = args.witnesses.cosigner(&args.store).await?;
+    let pipeline = pipeline(args, signer, cosigner)?;
     let recovered = pipeline.metrics().snapshot().submitted;
     let started = Instant::now();
     let producers = args.producers.max(1);

@@ -22,6 +22,7 @@ mod read;
 mod sinks;
 mod store_url;
 mod verify;
+mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,14 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// The witness policy the newest tree checkpoint must meet.
+        #[command(flatten)]
+        witness: witness::WitnessPolicyArgs,
+    },
+    /// Run a witness: a C2SP tlog-witness server that cosigns the tree checkpoints of the logs it knows.
+    Witness {
+        #[command(subcommand)]
+        command: WitnessCommand,
     },
     /// Print the newest tree checkpoint of a chain (a C2SP signed note, with any cosignatures).
     Checkpoint(proofs::CheckpointArgs),
@@ -115,6 +124,12 @@ enum Command {
         #[arg(long, value_name = "CHAIN")]
         chain: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum WitnessCommand {
+    /// Serve POST <prefix>/add-checkpoint; prints the witness's cosigner vkey and address, runs until SIGINT or SIGTERM.
+    Serve(witness::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +180,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             from,
             chain,
             json,
+            witness,
         } => verify::run(&verify::VerifyArgs {
             url,
             pubkeys: pubkey,
@@ -174,7 +190,11 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             from,
             chains: chain,
             json,
+            witness,
         }),
+        Command::Witness {
+            command: WitnessCommand::Serve(args),
+        } => witness::serve(&args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

@@ -84,6 +84,9 @@ pub struct VerifyProofArgs {
     /// at size M that the proof starts from.
     #[arg(long, value_name = "FILE")]
     old_checkpoint: Option<PathBuf>,
+    /// The witness policy the proof's checkpoint must meet.
+    #[command(flatten)]
+    witness: crate::witness::WitnessPolicyArgs,
 }
 
 fn chain_id(name: &str) -> Result<ChainId, CliError> {
@@ -167,6 +170,12 @@ fn log_vkey(args: &VerifyProofArgs, note: &Note) -> Result<Vkey, CliError> {
         .map_err(|error| CliError::usage(format!("checkpoint origin: {error}")))
 }
 
+/// The log key and witness policy the proof's checkpoint must meet.
+fn trust_policy(args: &VerifyProofArgs, note: &Note) -> Result<TrustPolicy, CliError> {
+    let (witnesses, quorum) = args.witness.policy()?;
+    Ok(TrustPolicy::new(log_vkey(args, note)?).with_witnesses(witnesses, quorum))
+}
+
 /// Runs `verify-proof`: prints what holds, or why not (exit 1).
 pub fn verify_proof(args: &VerifyProofArgs) -> Result<ExitCode, CliError> {
     let bytes = read_limited(&args.file, "proof file")?;
@@ -200,7 +209,7 @@ fn verify_inclusion(
         Ok(proof) => proof,
         Err(error) => return Ok(Err(format!("{}: {error}", args.file.display()))),
     };
-    let policy = TrustPolicy::new(log_vkey(args, &proof.note)?);
+    let policy = trust_policy(args, &proof.note)?;
     let given = match &args.event {
         Some(path) => {
             let mut event = read_limited(path, "event file")?;
@@ -246,7 +255,7 @@ fn verify_consistency(
         Ok(proof) => proof,
         Err(error) => return Ok(Err(format!("{}: {error}", args.file.display()))),
     };
-    let policy = TrustPolicy::new(log_vkey(args, &proof.note)?);
+    let policy = trust_policy(args, &proof.note)?;
     let old_root = match (&args.old_checkpoint, proof.old_size) {
         (_, 0) => EMPTY_ROOT,
         (None, _) => {

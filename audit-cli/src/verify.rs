@@ -38,6 +38,8 @@ pub struct VerifyArgs {
     pub chains: Vec<String>,
     /// Print JSON.
     pub json: bool,
+    /// The witness policy.
+    pub witness: crate::witness::WitnessPolicyArgs,
 }
 
 /// Loads the keyring from `files`.
@@ -52,6 +54,7 @@ pub fn keyring(files: &[PathBuf]) -> Result<Keyring, CliError> {
 /// Runs the command.
 pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
     let keyring = keyring(&args.pubkeys)?;
+    let (witnesses, witness_quorum) = args.witness.policy()?;
     let chains = args
         .chains
         .iter()
@@ -72,6 +75,8 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
             chains,
             outside_checkpoints: outside,
             progress: None,
+            witnesses,
+            witness_quorum,
         };
         verify_store(&args.url, &keyring, options, args.json).await
     })??;

@@ -327,7 +327,9 @@ impl<S: ChainStore> ChainWriter<S> {
                     tree.size(),
                     tokio::spawn(async move { cosigner.cosign(&chain, note).await }),
                 )),
-                Err(error) => tracing::error!(%error, "a tree checkpoint just signed does not parse"),
+                Err(error) => {
+                    tracing::error!(%error, "a tree checkpoint just signed does not parse")
+                }
             }
         }
         Ok(())
@@ -336,20 +338,21 @@ impl<S: ChainStore> ChainWriter<S> {
     /// Stores (and publishes) the cosigned notes that are ready; with
     /// `wait`, waits up to that long for the others first.
     async fn store_cosigned(&mut self, wait: Option<Duration>) {
-        if let Some(wait) = wait {
-            let deadline = tokio::time::Instant::now() + wait;
-            for (_, task) in &mut self.cosigning {
-                if tokio::time::timeout_at(deadline, &mut *task).await.is_err() {
-                    break;
-                }
+        let deadline = wait.map(|wait| tokio::time::Instant::now() + wait);
+        let mut ready = Vec::new();
+        for (size, mut task) in std::mem::take(&mut self.cosigning) {
+            let result = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, &mut task).await.ok(),
+                None if task.is_finished() => Some((&mut task).await),
+                None => None,
+            };
+            match result {
+                Some(result) => ready.push((size, result)),
+                None => self.cosigning.push((size, task)),
             }
         }
-        let (ready, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut self.cosigning)
-            .into_iter()
-            .partition(|(_, task)| task.is_finished());
-        self.cosigning = pending;
-        for (size, task) in ready {
-            let note = match task.await {
+        for (size, result) in ready {
+            let note = match result {
                 Ok(note) => note.to_string(),
                 Err(error) => {
                     tracing::warn!(chain = %self.options.chain, size, %error, "gathering cosignatures failed");

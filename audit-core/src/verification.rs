@@ -34,10 +34,10 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
+use crate::chain::note::Vkey;
 use crate::chain::{
     ChainHead, ChainId, Checkpoint, Failure, FailureKind, Verifier, VerifyOptions, VerifyReport,
 };
-use crate::chain::note::Vkey;
 use crate::keys::Keyring;
 use crate::store::{ChainSource, SourceError, SourceRecord};
 

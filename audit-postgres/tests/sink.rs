@@ -219,7 +219,10 @@ async fn a_tree_behind_its_records_is_grown_on_open_and_proofs_hold() {
         .unwrap();
     let mut sink = common::sink(&url, chain_options("main", &signer)).await;
     let size: i64 = client
-        .query_one("SELECT tree_size FROM audit_heads WHERE chain_id = 'main'", &[])
+        .query_one(
+            "SELECT tree_size FROM audit_heads WHERE chain_id = 'main'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -232,7 +235,9 @@ async fn a_tree_behind_its_records_is_grown_on_open_and_proofs_hold() {
     for seq in [1, 150, 300, 301, 321] {
         prove_inclusion(&source, &chain, seq, &note).await.unwrap();
     }
-    prove_consistency(&source, &chain, 299, &note).await.unwrap();
+    prove_consistency(&source, &chain, 299, &note)
+        .await
+        .unwrap();
     let report = verify(&url, &signer).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.chains["main"].tree_checkpoints, 1);

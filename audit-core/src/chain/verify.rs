@@ -366,9 +366,7 @@ impl Verifier {
     ) {
         let name = chain.as_str();
         let Some((size, note)) = newest else {
-            let detail = format!(
-                "no tree checkpoint: {quorum} witness cosignature(s) required"
-            );
+            let detail = format!("no tree checkpoint: {quorum} witness cosignature(s) required");
             self.fail(name, 0, FailureKind::WitnessQuorum, detail);
             return;
         };
