@@ -83,6 +83,18 @@ enum Command {
         #[command(flatten)]
         witness: witness::WitnessPolicyArgs,
     },
+    /// Print a log's C2SP verifier key (vkey) for its public key and origin, for witnesses (`witness serve --log`) and `verify-proof --vkey`.
+    Vkey {
+        /// The log's public key (SPKI PEM).
+        #[arg(long, value_name = "PEM")]
+        pubkey: PathBuf,
+        /// The origin of its tree checkpoints (default deferred-audit/<key_id>/<chain>).
+        #[arg(long)]
+        origin: Option<String>,
+        /// The chain, for the default origin.
+        #[arg(long, default_value = "default")]
+        chain: String,
+    },
     /// Run a witness: a C2SP tlog-witness server that cosigns the tree checkpoints of the logs it knows.
     Witness {
         #[command(subcommand)]
@@ -195,6 +207,11 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Witness {
             command: WitnessCommand::Serve(args),
         } => witness::serve(&args),
+        Command::Vkey {
+            pubkey,
+            origin,
+            chain,
+        } => witness::vkey(&pubkey, origin.as_deref(), &chain),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

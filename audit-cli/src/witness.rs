@@ -110,6 +110,21 @@ impl WitnessPolicyArgs {
     }
 }
 
+/// Runs `vkey`: prints the log's verifier key.
+pub fn vkey(pubkey: &std::path::Path, origin: Option<&str>, chain: &str) -> Result<ExitCode, CliError> {
+    let key = audit_core::keys::PublicKey::load(pubkey)?;
+    let chain = audit_core::chain::ChainId::new(chain)
+        .map_err(|error| CliError::usage(format!("--chain: {error}")))?;
+    let origin = match origin {
+        Some(origin) => origin.to_owned(),
+        None => audit_core::chain::tree_checkpoint::default_origin(&key.key_id(), &chain),
+    };
+    let vkey = Vkey::ed25519(&origin, key.verifying_key())
+        .map_err(|error| CliError::usage(format!("--origin {origin:?}: {error}")))?;
+    crate::verify::print_out(&format!("{vkey}\n"))?;
+    Ok(OK)
+}
+
 /// Runs `witness serve` until interrupted (SIGINT or SIGTERM).
 pub fn serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -87,6 +87,8 @@ fn two_witnesses_cosign_every_checkpoint_and_refuse_a_fork() {
         .unwrap()
         .to_string();
     let pubkey = pubkey.to_str().unwrap();
+    let (code, printed) = run(dir, &["vkey", "--pubkey", pubkey, "--origin", ORIGIN]);
+    assert_eq!((code, printed.trim()), (Some(0), log_vkey.as_str()));
     let w1 = start_witness(dir, "w1", &log_vkey);
     let w2 = start_witness(dir, "w2", &log_vkey);
     let witness_args = |quorum: &str| -> Vec<String> {
