@@ -111,7 +111,11 @@ impl WitnessPolicyArgs {
 }
 
 /// Runs `vkey`: prints the log's verifier key.
-pub fn vkey(pubkey: &std::path::Path, origin: Option<&str>, chain: &str) -> Result<ExitCode, CliError> {
+pub fn vkey(
+    pubkey: &std::path::Path,
+    origin: Option<&str>,
+    chain: &str,
+) -> Result<ExitCode, CliError> {
     let key = audit_core::keys::PublicKey::load(pubkey)?;
     let chain = audit_core::chain::ChainId::new(chain)
         .map_err(|error| CliError::usage(format!("--chain: {error}")))?;
