@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs Go and the golang.org/x/mod sources (Debian packages golang-go and
 # golang-golang-x-mod-dev) that audit-core's independent implementation check
-# (audit-core/tests/go_reference.rs) uses to verify our tree checkpoints and
+# (audit-core/tests/go_reference.rs, audit-cli/tests/transparency.rs; the program is audit-testkit/go/checker.go) uses to verify our tree checkpoints and
 # proofs with Go's reference sumdb/note and sumdb/tlog, offline, in GOPATH
 # mode. Idempotent; quick when already installed.
 set -euo pipefail

@@ -13,8 +13,7 @@ use audit_core::chain::note::{KeyType, Vkey};
 use audit_core::chain_writer::Cosigner;
 use audit_core::store::StoreUrl;
 use deferred_audit::witness::{
-    WitnessClient, WitnessConfig, WitnessServer, Witnesses, keys::load_signing_key, open_state,
-    witness_cosigner,
+    WitnessClient, WitnessConfig, WitnessServer, Witnesses, open_state, witness_cosigner,
 };
 
 use crate::error::{CliError, OK};
@@ -136,7 +135,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|error| CliError::usage(format!("starting the async runtime: {error}")))?;
     runtime.block_on(async {
-        let key = load_signing_key(&args.key)?;
+        let key = audit_core::keys::AuditSigner::load(&args.key)?;
         let logs = args
             .logs
             .iter()

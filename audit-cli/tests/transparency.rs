@@ -2,12 +2,11 @@
 //! implementation that is not ours: `demo` writes a signed chain into
 //! SQLite, PostgreSQL and the JSONL archive; `checkpoint` and `prove` print
 //! the tree checkpoint and proofs; Go's reference packages
-//! `golang.org/x/mod/sumdb/note` and `sumdb/tlog` (the checker of
-//! `audit-core/tests/go`) accept them and reject tampered copies (leaf,
+//! `golang.org/x/mod/sumdb/note` and `sumdb/tlog`
+//! ([`audit_testkit::go_checker`]) accept them and reject tampered copies (leaf,
 //! proof hash, index, size, signature), and so does `verify-proof`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command as Process;
+use std::path::Path;
 
 use assert_cmd::Command;
 use audit_core::chain::ChainId;
@@ -19,31 +18,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::StreamExt;
 
-const GOPATH: &str = "/usr/share/gocode";
-const INSTALL: &str = "install them with scripts/install-go.sh \
-     (apt-get install -y --no-install-recommends golang-go golang-golang-x-mod-dev)";
 const EVENTS: u64 = 300;
 
 fn cli() -> Command {
     Command::cargo_bin("deferred-audit").unwrap()
-}
-
-fn go() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("go"))
-            .find(|path| path.is_file())
-    });
-    let go = found.unwrap_or_else(|| {
-        panic!("the Go toolchain (`go`) is not on PATH; this test needs it: {INSTALL}")
-    });
-    assert!(
-        Path::new(GOPATH)
-            .join("src/golang.org/x/mod/sumdb/tlog")
-            .is_dir(),
-        "Go's golang.org/x/mod sources are missing under {GOPATH}; this test needs them: {INSTALL}"
-    );
-    go
 }
 
 /// Runs `deferred-audit ARGS`, asserting exit 0; returns stdout.
@@ -118,7 +96,7 @@ fn flip_hash(proof: &str, n: usize) -> String {
 
 /// Demo into `url`, then the CLI's artefacts through Go and `verify-proof`.
 fn cli_artefacts_verify_independently(dir: &Path, url: &str) {
-    let go = go();
+    audit_testkit::go_checker::go();
     run(
         dir,
         &[
@@ -233,19 +211,7 @@ fn cli_artefacts_verify_independently(dir: &Path, url: &str) {
     let (code, output) = verify_proof(dir, &from_zero, &[]);
     assert_eq!(code, Some(0), "{output}");
 
-    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("../audit-core/tests/go/checker.go");
-    let output = Process::new(go)
-        .arg("run")
-        .arg(&checker)
-        .arg(&out)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", GOPATH)
-        .env("GOCACHE", dir.join("gocache"))
-        .env_remove("GOFLAGS")
-        .env("GOPROXY", "off")
-        .env("CGO_ENABLED", "0")
-        .output()
-        .unwrap();
+    let output = audit_testkit::go_checker::check(&out, &dir.join("gocache"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

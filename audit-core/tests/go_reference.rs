@@ -2,12 +2,12 @@
 //! packages `golang.org/x/mod/sumdb/note` and `sumdb/tlog` verify the
 //! artefacts we produce (a checkpoint note we sign and a witness cosigns,
 //! our stored-hash layout, inclusion and consistency proof files), and
-//! reject tampered copies. The checker is `tests/go/checker.go`, run in
-//! GOPATH mode, offline, against the Debian packages golang-go and
-//! golang-golang-x-mod-dev (`scripts/install-go.sh` installs them).
+//! reject tampered copies. The checker is audit-testkit's `go/checker.go`
+//! ([`audit_testkit::go_checker`]), run in GOPATH mode, offline, against
+//! the Debian packages golang-go and golang-golang-x-mod-dev
+//! (`scripts/install-go.sh` installs them).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use audit_core::Digest;
 use audit_core::chain::note::Vkey;
@@ -20,28 +20,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::SigningKey;
 
-const GOPATH: &str = "/usr/share/gocode";
-const INSTALL: &str = "install them with scripts/install-go.sh \
-     (apt-get install -y --no-install-recommends golang-go golang-golang-x-mod-dev)";
-
-fn go() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("go"))
-            .find(|path| path.is_file())
-    });
-    let go = found.unwrap_or_else(|| {
-        panic!("the Go toolchain (`go`) is not on PATH; this test needs it: {INSTALL}")
-    });
-    let sources = Path::new(GOPATH).join("src/golang.org/x/mod/sumdb/tlog");
-    assert!(
-        sources.is_dir(),
-        "Go's golang.org/x/mod sources are missing at {}; this test needs them: {INSTALL}",
-        sources.display()
-    );
-    go
-}
-
 fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) {
     std::fs::write(dir.join(name), text).unwrap();
 }
@@ -52,7 +30,7 @@ fn b64(hash: &Digest) -> String {
 
 #[test]
 fn go_sumdb_note_and_tlog_accept_our_checkpoint_stored_hashes_and_proofs() {
-    let go = go();
+    audit_testkit::go_checker::go();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("artefacts");
     std::fs::create_dir(&out).unwrap();
@@ -156,19 +134,7 @@ fn go_sumdb_note_and_tlog_accept_our_checkpoint_stored_hashes_and_proofs() {
     );
     expected_files += 4;
 
-    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/checker.go");
-    let output = Command::new(go)
-        .arg("run")
-        .arg(&checker)
-        .arg(&out)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", GOPATH)
-        .env("GOCACHE", dir.path().join("gocache"))
-        .env_remove("GOFLAGS")
-        .env("GOPROXY", "off")
-        .env("CGO_ENABLED", "0")
-        .output()
-        .unwrap();
+    let output = audit_testkit::go_checker::check(&out, &dir.path().join("gocache"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod conformance;
+pub mod go_checker;
 pub mod hostile;
 pub mod object_stores;
 pub mod servers;

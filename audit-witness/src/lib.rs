@@ -60,12 +60,18 @@
 //! # })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! A witness's key is an audit-core [`AuditSigner`](audit_core::keys::AuditSigner)
+//! (the same PKCS#8 PEM files, loaded with the same permission check), or
+//! any [`NoteSigningKey`](audit_core::chain::note::NoteSigningKey). Give a
+//! witness a key of its own: an Ed25519 cosignature does not commit to the
+//! witness's name, so one key must never serve two witnesses
+//! (tlog-cosignature).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod client;
-pub mod keys;
 pub mod protocol;
 pub mod server;
 pub mod state;

@@ -22,10 +22,10 @@
 //! use std::sync::Arc;
 //! use audit_core::chain::note::Vkey;
 //! use audit_witness::{open_state, WitnessConfig, WitnessServer};
-//! use audit_witness::keys::load_signing_key;
+//! use audit_core::keys::AuditSigner;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let key = load_signing_key("witness-key.pem".as_ref())?;
+//! let key = AuditSigner::load("witness-key.pem".as_ref())?;
 //! let log = Vkey::parse("example.org/log+1f2e3d4c+AW1eJJ…")?;
 //! let state = open_state("sqlite:///var/lib/witness/state.db").await?;
 //! let config = WitnessConfig::new("witness.example/w1", key, vec![log], state)?;

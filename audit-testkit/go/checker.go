@@ -1,7 +1,8 @@
 // Command checker verifies deferred-audit's transparency-log artefacts with
 // Go's reference packages golang.org/x/mod/sumdb/note and sumdb/tlog: an
 // independent implementation check of FORMAT.md section 8, run by
-// audit-core/tests/go_reference.rs.
+// audit-core/tests/go_reference.rs and audit-cli/tests/transparency.rs
+// through audit_testkit::go_checker.
 //
 // Usage (GOPATH mode, offline):
 //
