@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// A log's verifier key (`origin+hash+base64`, as `verify-proof --vkey` takes); repeatable.
     #[arg(long = "log", value_name = "VKEY", required = true)]
     logs: Vec<String>,
+    /// Serve under this path prefix: POST <prefix>/add-checkpoint.
+    #[arg(long, default_value = "")]
+    prefix: String,
 }
 
 /// Options naming witnesses, for the commands that write.
@@ -147,7 +150,8 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode, CliError> {
             .await
             .map_err(|error| CliError::usage(format!("--state {}: {error}", args.state)))?;
         let config = WitnessConfig::new(&args.name, key, logs, state)
-            .map_err(|error| CliError::usage(error.to_string()))?;
+            .map_err(|error| CliError::usage(error.to_string()))?
+            .with_prefix(&args.prefix);
         let handle = WitnessServer::bind(config, args.listen)
             .await
             .map_err(|error| CliError::usage(format!("--listen {}: {error}", args.listen)))?;

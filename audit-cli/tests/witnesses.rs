@@ -60,7 +60,7 @@ fn start_witness(dir: &Path, name: &str, log_vkey: &str) -> WitnessProcess {
         .arg(keys.join("audit-key.pem"))
         .args(["--name", &format!("witness.example/{name}"), "--state"])
         .arg(format!("sqlite://{}", keys.join("state.db").display()))
-        .args(["--log", log_vkey])
+        .args(["--log", log_vkey, "--prefix", &format!("/{name}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -68,6 +68,7 @@ fn start_witness(dir: &Path, name: &str, log_vkey: &str) -> WitnessProcess {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let vkey = lines.next().unwrap().unwrap();
     let url = lines.next().unwrap().unwrap();
+    assert!(url.ends_with(&format!("/{name}")), "{url}");
     WitnessProcess {
         child,
         vkey: vkey.strip_prefix("vkey ").unwrap().to_owned(),
