@@ -82,6 +82,9 @@ enum Command {
         /// The witness policy the newest tree checkpoint must meet.
         #[command(flatten)]
         witness: witness::WitnessPolicyArgs,
+        /// A tree checkpoint note kept outside the store (e.g. from a proof handed out); repeatable: beyond the head it is truncation, with another root a rewrite.
+        #[arg(long, value_name = "FILE")]
+        tree_checkpoint: Vec<PathBuf>,
     },
     /// Print a log's C2SP verifier key (vkey) for its public key and origin, for witnesses (`witness serve --log`) and `verify-proof --vkey`.
     Vkey {
@@ -193,6 +196,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             chain,
             json,
             witness,
+            tree_checkpoint,
         } => verify::run(&verify::VerifyArgs {
             url,
             pubkeys: pubkey,
@@ -203,6 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             chains: chain,
             json,
             witness,
+            tree_checkpoints: tree_checkpoint,
         }),
         Command::Witness {
             command: WitnessCommand::Serve(args),

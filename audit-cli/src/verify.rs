@@ -40,6 +40,44 @@ pub struct VerifyArgs {
     pub json: bool,
     /// The witness policy.
     pub witness: crate::witness::WitnessPolicyArgs,
+    /// Tree checkpoint note files kept outside the store.
+    pub tree_checkpoints: Vec<PathBuf>,
+}
+
+/// Reads tree checkpoint note files, of the one chain given with
+/// `--chain` (of `default` without one).
+fn outside_notes(
+    files: &[PathBuf],
+    chains: &[ChainId],
+) -> Result<Vec<(ChainId, String)>, CliError> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chain = match chains {
+        [] => ChainId::default(),
+        [chain] => chain.clone(),
+        _ => {
+            return Err(CliError::usage(
+                "--tree-checkpoint applies to one chain: give at most one --chain",
+            ));
+        }
+    };
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read(file)
+                .map_err(|error| CliError::usage(format!("reading {}: {error}", file.display())))?;
+            if text.len() > audit_core::chain::note::MAX_NOTE_BYTES {
+                return Err(CliError::usage(format!(
+                    "{} is larger than a note may be",
+                    file.display()
+                )));
+            }
+            let text = String::from_utf8(text)
+                .map_err(|_| CliError::usage(format!("{} is not UTF-8", file.display())))?;
+            Ok((chain.clone(), text))
+        })
+        .collect()
 }
 
 /// Loads the keyring from `files`.
@@ -74,6 +112,7 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
             from: args.from,
             chains,
             outside_checkpoints: outside,
+            outside_tree_checkpoints: outside_notes(&args.tree_checkpoints, &chains)?,
             progress: None,
             witnesses,
             witness_quorum,

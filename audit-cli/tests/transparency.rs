@@ -132,6 +132,25 @@ fn cli_artefacts_verify_independently(dir: &Path, url: &str) {
         "{note}"
     );
     std::fs::write(out.join("checkpoint.note"), &note).unwrap();
+    // The note, kept outside, is checked against the store.
+    let kept = out.join("checkpoint.note");
+    let report: serde_json::Value = serde_json::from_str(&run(
+        dir,
+        &[
+            "verify",
+            url,
+            "--pubkey",
+            &pubkey,
+            "--json",
+            "--tree-checkpoint",
+            kept.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        report["chains"]["default"]["tree_checkpoints"], 2,
+        "{report}"
+    );
     let key = PublicKey::load(&pubkey_path).unwrap();
     let vkey = Vkey::ed25519("example.com/audit/test-log", key.verifying_key()).unwrap();
     std::fs::write(out.join("log.vkey"), vkey.to_string()).unwrap();

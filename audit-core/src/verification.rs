@@ -35,6 +35,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use crate::chain::note::Vkey;
+use crate::chain::tree_checkpoint::TreeCheckpoint;
 use crate::chain::{
     ChainHead, ChainId, Checkpoint, Failure, FailureKind, Verifier, VerifyOptions, VerifyReport,
 };
@@ -66,6 +67,12 @@ pub struct SourceVerifyOptions {
     pub outside_checkpoints: Vec<Checkpoint>,
     /// Called with the number of records read so far.
     pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// Tree checkpoint notes kept outside the store (a proof handed out, a
+    /// note a witness or an auditor kept), with the chain each is of:
+    /// checked like stored ones (FORMAT.md section 8.5 item 8), so a note
+    /// beyond the head is truncation and a root the records do not give is
+    /// a rewrite.
+    pub outside_tree_checkpoints: Vec<(ChainId, String)>,
     /// Witness cosigner keys (type 0x04) of the witness policy.
     pub witnesses: Vec<Vkey>,
     /// With a witness policy: the newest tree checkpoint of each chain
@@ -83,6 +90,10 @@ impl std::fmt::Debug for SourceVerifyOptions {
             .field("chains", &self.chains)
             .field("outside_checkpoints", &self.outside_checkpoints.len())
             .field("progress", &self.progress.is_some())
+            .field(
+                "outside_tree_checkpoints",
+                &self.outside_tree_checkpoints.len(),
+            )
             .field("witnesses", &self.witnesses.len())
             .field("witness_quorum", &self.witness_quorum)
             .finish()
@@ -100,9 +111,19 @@ pub async fn verify_source(
 ) -> Result<VerifyReport, SourceError> {
     let inventory = source.inventory().await?;
     let mut chains = inventory.chains.clone();
-    for checkpoint in &options.outside_checkpoints {
-        if let Err(position) = chains.binary_search(&checkpoint.chain) {
-            chains.insert(position, checkpoint.chain.clone());
+    let outside_chains = options
+        .outside_checkpoints
+        .iter()
+        .map(|checkpoint| &checkpoint.chain)
+        .chain(
+            options
+                .outside_tree_checkpoints
+                .iter()
+                .map(|(chain, _)| chain),
+        );
+    for chain in outside_chains {
+        if let Err(position) = chains.binary_search(chain) {
+            chains.insert(position, chain.clone());
         }
     }
     if !options.chains.is_empty() {
@@ -143,7 +164,7 @@ pub async fn verify_source(
 
 fn unchecked_notes(keyring: &Keyring, options: &SourceVerifyOptions) -> Vec<String> {
     let mut notes = Vec::new();
-    if options.outside_checkpoints.is_empty() {
+    if options.outside_checkpoints.is_empty() && options.outside_tree_checkpoints.is_empty() {
         notes.push(NO_OUTSIDE_CHECKPOINTS.to_owned());
     }
     if keyring.is_empty() {
@@ -210,6 +231,17 @@ async fn verify_chain(
                     format!("tree checkpoint: {detail}"),
                 ),
             }
+        }
+        for (_, note) in options
+            .outside_tree_checkpoints
+            .iter()
+            .filter(|(of, _)| of == chain)
+        {
+            let size = crate::chain::note::Note::parse(note.as_bytes())
+                .ok()
+                .and_then(|note| TreeCheckpoint::parse_body(note.body()).ok())
+                .map_or(0, |checkpoint| checkpoint.size());
+            verifier.tree_checkpoint(chain, size, note);
         }
     }
     for anchor in source.anchors(chain).await? {

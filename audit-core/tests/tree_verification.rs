@@ -187,3 +187,45 @@ async fn a_rewritten_record_makes_proofs_fail_closed() {
         report.failures
     );
 }
+
+#[tokio::test]
+async fn a_tree_checkpoint_kept_outside_catches_a_shortened_copy() {
+    let chain = chain("tree-outside").await;
+    let id = ChainId::default();
+    let newest = newest_tree_checkpoint(&chain.store, &id).await.unwrap();
+    // A copy of the first 12 records, without any checkpoint.
+    let mut copy = MemoryStore::new("tree-outside-copy");
+    let records = chain.store.records(&id);
+    copy.import(&records[..12]).await.unwrap();
+    let mut keyring = Keyring::new();
+    keyring.insert(chain.signer.public_key());
+    let verify_copy = |notes: Vec<String>| {
+        let copy = copy.clone();
+        let keyring = keyring.clone();
+        async move {
+            let options = SourceVerifyOptions {
+                outside_tree_checkpoints: notes
+                    .into_iter()
+                    .map(|n| (ChainId::default(), n))
+                    .collect(),
+                ..SourceVerifyOptions::default()
+            };
+            verify_source(&copy, &keyring, options).await.unwrap()
+        }
+    };
+    assert!(verify_copy(Vec::new()).await.is_ok());
+    let report = verify_copy(vec![newest.to_string()]).await;
+    assert_eq!(kinds(&report), [(FailureKind::Truncated, 20)]);
+    // A note the copy does cover holds.
+    let mut frontier = audit_core::chain::tree::TreeFrontier::new();
+    for record in &records[..10] {
+        frontier.push(leaf_hash(record.event_json.as_bytes()));
+    }
+    let at_ten = TreeCheckpoint::new(&chain.origin, 10, frontier.root())
+        .unwrap()
+        .sign(chain.signer.as_ref())
+        .unwrap();
+    let report = verify_copy(vec![at_ten.to_string()]).await;
+    assert!(report.is_ok(), "{:?}", report.failures);
+    assert_eq!(report.chains["default"].tree_checkpoints, 1);
+}
