@@ -98,6 +98,7 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
         .iter()
         .map(|name| ChainId::new(name).map_err(|error| CliError::usage(error.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
+    let outside_tree_checkpoints = outside_notes(&args.tree_checkpoints, &chains)?;
     let report = block_on(async {
         let mut outside = Vec::new();
         for url in &args.checkpoints {
@@ -112,7 +113,7 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
             from: args.from,
             chains,
             outside_checkpoints: outside,
-            outside_tree_checkpoints: outside_notes(&args.tree_checkpoints, &chains)?,
+            outside_tree_checkpoints,
             progress: None,
             witnesses,
             witness_quorum,
