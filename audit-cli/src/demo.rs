@@ -78,7 +78,7 @@ pub struct DemoArgs {
     no_journal: bool,
     /// The origin (log name) of the chain's tree checkpoints; default
     /// deferred-audit/<key_id>/<chain>.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::witness::parse_origin)]
     origin: Option<String>,
     /// Witnesses asked to cosign the chain's tree checkpoints.
     #[command(flatten)]
@@ -230,10 +230,6 @@ async fn submit_all(
         cosigner: args.witnesses.cosigner(&args.store).await?,
         ..ChainSinkOptions::default()
     };
-    if let Some(origin) = &args.origin {
-        audit_core::chain::note::check_key_name(origin)
-            .map_err(|error| CliError::usage(format!("--origin: {error}")))?;
-    }
     let factory = opened(
         &args.store,
         sinks::chain_factory(&args.store, sink_options.clone())?,

@@ -91,7 +91,7 @@ pub struct LoadArgs {
     json: bool,
     /// The origin (log name) of the chain's tree checkpoints; default
     /// deferred-audit/<key_id>/<chain>.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::witness::parse_origin)]
     origin: Option<String>,
     /// Witnesses asked to cosign the chain's tree checkpoints.
     #[command(flatten)]

@@ -41,6 +41,14 @@ pub struct ServeArgs {
     prefix: String,
 }
 
+/// Parses `--origin`: a valid note key name (non-empty, no space, no `+`),
+/// refused at the command line rather than at the first checkpoint.
+pub fn parse_origin(text: &str) -> Result<String, String> {
+    audit_core::chain::note::check_key_name(text)
+        .map(|()| text.to_owned())
+        .map_err(|error| error.to_string())
+}
+
 /// Options naming witnesses, for the commands that write.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct WitnessArgs {

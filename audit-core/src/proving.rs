@@ -44,7 +44,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -303,34 +302,29 @@ pub async fn await_inclusion(
     }
 }
 
-/// Records the stored hash indexes a tree computation reads, answering zeros.
+/// The stored hashes of a tree computation, in two passes: the first
+/// records the indexes the computation asks for (answering zeros); once
+/// those are fetched, the second answers from them.
 #[derive(Default)]
-struct IndexRecorder {
-    indexes: RefCell<Vec<u64>>,
+struct TwoPassReader {
+    asked: RefCell<Vec<u64>>,
+    fetched: Option<HashMap<u64, Digest>>,
 }
 
-impl HashReader for IndexRecorder {
-    type Error = Infallible;
-
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Digest>, Self::Error> {
-        self.indexes.borrow_mut().extend_from_slice(indexes);
-        Ok(vec![Digest::ZERO; indexes.len()])
-    }
-}
-
-/// Stored hashes fetched from a store, by index.
-struct FetchedHashes(HashMap<u64, Digest>);
-
-impl HashReader for FetchedHashes {
+impl HashReader for TwoPassReader {
     type Error = HashIndexOutOfRange;
 
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Digest>, Self::Error> {
+        let Some(fetched) = &self.fetched else {
+            self.asked.borrow_mut().extend_from_slice(indexes);
+            return Ok(vec![Digest::ZERO; indexes.len()]);
+        };
         indexes
             .iter()
-            .map(|index| {
-                self.0.get(index).copied().ok_or(HashIndexOutOfRange {
-                    index: *index,
-                    stored: self.0.len() as u64,
+            .map(|&index| {
+                fetched.get(&index).copied().ok_or(HashIndexOutOfRange {
+                    index,
+                    stored: fetched.len() as u64,
                 })
             })
             .collect()
@@ -347,50 +341,15 @@ async fn with_stored_hashes<T>(
     chain: &ChainId,
     size: u64,
     wanted: &[u64],
-    compute: impl Fn(&dyn HashReaderDyn) -> Result<T, TreeError<DynReadError>>,
+    compute: impl Fn(&TwoPassReader) -> Result<T, TreeError<HashIndexOutOfRange>>,
 ) -> Result<(T, HashMap<u64, Record>), ProveError> {
-    let recorder = IndexRecorder::default();
-    compute(&Recording(&recorder)).map_err(|error| damaged(chain, error.to_string()))?;
-    let indexes = recorder.indexes.into_inner();
+    let mut reader = TwoPassReader::default();
+    compute(&reader).map_err(|error| damaged(chain, error.to_string()))?;
+    let indexes = reader.asked.take();
     let (fetched, records) = fetch_hashes(source, chain, size, &indexes, wanted).await?;
-    let value = compute(&Fetched(&fetched)).map_err(|error| damaged(chain, error.to_string()))?;
+    reader.fetched = Some(fetched);
+    let value = compute(&reader).map_err(|error| damaged(chain, error.to_string()))?;
     Ok((value, records))
-}
-
-/// The error of a [`HashReaderDyn`].
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct DynReadError(String);
-
-/// An object-safe hash reader, so that one closure runs over both passes.
-trait HashReaderDyn {
-    fn read(&self, indexes: &[u64]) -> Result<Vec<Digest>, DynReadError>;
-}
-
-impl HashReader for dyn HashReaderDyn + '_ {
-    type Error = DynReadError;
-
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Digest>, Self::Error> {
-        self.read(indexes)
-    }
-}
-
-struct Recording<'a>(&'a IndexRecorder);
-
-impl HashReaderDyn for Recording<'_> {
-    fn read(&self, indexes: &[u64]) -> Result<Vec<Digest>, DynReadError> {
-        self.0.read_hashes(indexes).map_err(|never| match never {})
-    }
-}
-
-struct Fetched<'a>(&'a FetchedHashes);
-
-impl HashReaderDyn for Fetched<'_> {
-    fn read(&self, indexes: &[u64]) -> Result<Vec<Digest>, DynReadError> {
-        self.0
-            .read_hashes(indexes)
-            .map_err(|error| DynReadError(error.to_string()))
-    }
 }
 
 async fn fetch_hashes(
@@ -399,7 +358,7 @@ async fn fetch_hashes(
     size: u64,
     indexes: &[u64],
     wanted: &[u64],
-) -> Result<(FetchedHashes, HashMap<u64, Record>), ProveError> {
+) -> Result<(HashMap<u64, Digest>, HashMap<u64, Record>), ProveError> {
     let mut leaves: Vec<(u64, u64)> = Vec::new();
     let mut interior: Vec<(u64, u64, usize)> = Vec::new();
     for &index in indexes {
@@ -461,7 +420,7 @@ async fn fetch_hashes(
             .ok_or_else(|| damaged(chain, format!("record {seq} is missing")))?;
         hashes.insert(index, leaf_hash(record.event_json.as_bytes()));
     }
-    Ok((FetchedHashes(hashes), records))
+    Ok((hashes, records))
 }
 
 /// The records at `seqs`, each of which must be stored and readable.
@@ -496,7 +455,7 @@ async fn all_hashes_from_records(
     source: &(impl ChainSource + ?Sized),
     chain: &ChainId,
     size: u64,
-) -> Result<FetchedHashes, ProveError> {
+) -> Result<HashMap<u64, Digest>, ProveError> {
     let mut frontier = TreeFrontier::new();
     let mut hashes = HashMap::new();
     let mut index = 0u64;
@@ -521,7 +480,7 @@ async fn all_hashes_from_records(
             index += 1;
         }
     }
-    Ok(FetchedHashes(hashes))
+    Ok(hashes)
 }
 
 #[cfg(test)]
@@ -537,17 +496,16 @@ mod tests {
             all.extend(frontier.push_stored(leaf_hash(&n.to_be_bytes())));
         }
         assert_eq!(all.len() as u64, stored_hash_count(37));
-        let recorder = IndexRecorder::default();
-        tree::prove_inclusion(37, 11, &Recording(&recorder) as &dyn HashReaderDyn).unwrap();
-        let indexes = recorder.indexes.into_inner();
-        let fetched = FetchedHashes(
+        let mut reader = TwoPassReader::default();
+        tree::prove_inclusion(37, 11, &reader).unwrap();
+        let indexes = reader.asked.take();
+        reader.fetched = Some(
             indexes
                 .iter()
                 .map(|&index| (index, all[index as usize]))
                 .collect(),
         );
-        let from_fetched =
-            tree::prove_inclusion(37, 11, &Fetched(&fetched) as &dyn HashReaderDyn).unwrap();
+        let from_fetched = tree::prove_inclusion(37, 11, &reader).unwrap();
         let from_all = tree::prove_inclusion(37, 11, all.as_slice()).unwrap();
         assert_eq!(from_fetched, from_all);
     }

@@ -165,6 +165,33 @@ async fn tree_checkpoints_without_a_key_are_reported_unchecked() {
     .unwrap();
     assert_eq!(kinds(&report), [(FailureKind::NoKeyGiven, 1)]);
     assert_eq!(report.chains["default"].tree_checkpoints, 4);
+
+    // Unsigned records, and a signed tree checkpoint: the checkpoint alone
+    // is what no key can check.
+    let store = MemoryStore::new("tree-no-key-unsigned");
+    let mut writer = ChainWriter::new(store.clone(), ChainSinkOptions::unsigned());
+    let events: Vec<AuditEvent> = (0..3)
+        .map(|n| AuditEvent::new("t", "a", serde_json::json!({ "n": n })).unwrap())
+        .collect();
+    writer.append_batch(&events).await.unwrap();
+    let mut frontier = audit_core::chain::tree::TreeFrontier::new();
+    for event in &events {
+        frontier.push(leaf_hash(event.canonical_json().as_bytes()));
+    }
+    let note = TreeCheckpoint::new(&chain.origin, 3, frontier.root())
+        .unwrap()
+        .sign(chain.signer.as_ref())
+        .unwrap();
+    let mut writable = store.clone();
+    writable
+        .write_tree_checkpoint(&ChainId::default(), 3, &note.to_string())
+        .await
+        .unwrap();
+    let report = verify_source(&store, &Keyring::new(), SourceVerifyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(kinds(&report), [(FailureKind::NoKeyGiven, 3)]);
+    assert_eq!(report.chains["default"].tree_checkpoints, 1);
 }
 
 #[tokio::test]

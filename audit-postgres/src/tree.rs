@@ -169,19 +169,14 @@ pub(crate) async fn catch_up(
             .map_err(PostgresError::query(target, "reading records for the tree"))?;
         let before = growth.size();
         for row in &rows {
-            let expected = growth.size() + 1;
             let seq: Option<i64> = row.try_get(0).ok();
             let event: Option<&str> = row.try_get(1).ok();
-            match (seq.and_then(|seq| u64::try_from(seq).ok()), event) {
-                (Some(seq), Some(event)) if seq == expected => growth.push(seq, event.as_bytes()),
-                _ => {
-                    return Err(corrupt(
-                        target,
-                        chain,
-                        format!("record {expected} is missing or unreadable"),
-                    ));
-                }
-            }
+            growth
+                .push_next(
+                    seq.and_then(|seq| u64::try_from(seq).ok()),
+                    event.map(str::as_bytes),
+                )
+                .map_err(|error| corrupt(target, chain, error.detail))?;
         }
         if growth.size() == before {
             return Err(corrupt(

@@ -146,7 +146,6 @@ pub(crate) fn catch_up(
             .next()
             .map_err(|error| sink_error(describe, "reading records for the tree", error))?
         {
-            let expected = growth.size() + 1;
             let seq = match row.get_ref(0) {
                 Ok(ValueRef::Integer(seq)) => u64::try_from(seq).ok(),
                 _ => None,
@@ -155,16 +154,9 @@ pub(crate) fn catch_up(
                 Ok(ValueRef::Text(bytes)) => Some(bytes),
                 _ => None,
             };
-            match (seq, event) {
-                (Some(seq), Some(event)) if seq == expected => growth.push(seq, event),
-                _ => {
-                    return Err(permanent(
-                        describe,
-                        chain,
-                        format!("record {expected} is missing or unreadable"),
-                    ));
-                }
-            }
+            growth
+                .push_next(seq, event)
+                .map_err(|error| permanent(describe, chain, error.detail))?;
         }
         if growth.size() == before {
             return Err(permanent(

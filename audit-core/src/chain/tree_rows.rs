@@ -153,6 +153,27 @@ impl TreeGrowth {
         }
     }
 
+    /// Appends the leaf of record `seq`, read back from a store, which must
+    /// be the next record (`size() + 1`) and readable: the check a store
+    /// makes when it grows a tree from its records.
+    pub fn push_next(
+        &mut self,
+        seq: Option<u64>,
+        event_json: Option<&[u8]>,
+    ) -> Result<(), TreeRowError> {
+        let expected = self.size() + 1;
+        match (seq, event_json) {
+            (Some(seq), Some(event_json)) if seq == expected => {
+                self.push(seq, event_json);
+                Ok(())
+            }
+            _ => Err(TreeRowError {
+                seq: expected,
+                detail: format!("record {expected} is missing or unreadable"),
+            }),
+        }
+    }
+
     /// Appends sealed records, in seq order.
     pub fn push_records(&mut self, records: &[Record]) {
         for record in records {
