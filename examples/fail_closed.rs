@@ -51,7 +51,11 @@ impl Records {
 /// The audit pipeline over the SQLite file at `store`: bounded, rejecting
 /// when full, giving a failing store a short budget of retries.
 fn audit_pipeline(store: &Path) -> AuditPipeline {
-    let factory = sink_factory(store, ChainSinkOptions::default(), SqliteOptions::default());
+    let factory = sink_factory(
+        store,
+        ChainSinkOptions::unsigned(),
+        SqliteOptions::default(),
+    );
     AuditPipeline::builder(factory)
         .backpressure(Backpressure::Reject { capacity: 1_000 })
         .max_restarts(2)

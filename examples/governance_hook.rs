@@ -93,10 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let audit_path = dir.path().join("audit.db");
     let signer = Arc::new(AuditSigner::generate());
-    let options = ChainSinkOptions {
-        signer: Some(signer.clone()),
-        ..ChainSinkOptions::default()
-    };
+    let options = ChainSinkOptions::signed(signer.clone());
     let pipeline =
         AuditPipeline::builder(sink_factory(&audit_path, options, SqliteOptions::default()))
             .fallback_path(dir.path().join("fallback.jsonl"))

@@ -165,7 +165,7 @@ pub async fn open_writer(
     url: &StoreUrl,
     options: ChainSinkOptions,
 ) -> Result<ChainWriter<Box<dyn ChainStore>>, OpenError> {
-    let store = open_chain_store(url, &options.chain).await?;
+    let store = open_chain_store(url, options.chain()).await?;
     Ok(ChainWriter::new(store, options))
 }
 

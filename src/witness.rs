@@ -20,8 +20,8 @@
 //!     ],
 //!     2,
 //! )?;
-//! let mut options = ChainSinkOptions::signed(Arc::new(AuditSigner::load("key.pem".as_ref())?));
-//! options.cosigner = Some(witness_cosigner(&store, witnesses));
+//! let options = ChainSinkOptions::signed(Arc::new(AuditSigner::load("key.pem".as_ref())?))
+//!     .with_cosigner(witness_cosigner(&store, witnesses));
 //! let factory = sink_factory(&store, options)?;
 //! # Ok(()) }
 //! ```

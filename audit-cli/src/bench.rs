@@ -13,10 +13,13 @@
 //! 4. verification of the pipeline's chain.
 //!
 //! Producers are OS threads calling [`AuditQueue::submit`]; each call is
-//! timed. Memory is the process's peak resident size (`VmHWM`), and its
-//! growth over the pipeline run divided by the deepest queue observed.
+//! timed, and in the paced run so is the request path (building the event
+//! plus submitting it). Memory per queued event is measured first, in the
+//! fresh process, by queueing events behind a sink that takes none of them
+//! (see [`queue_memory`]); the report also gives the peak resident size.
 
 mod measure;
+mod queue_memory;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,6 +45,10 @@ pub const MAX_BATCH: usize = 8_192;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// The producer number of the raw-insert rows.
 const RAW_PRODUCER: u64 = 9_999;
+/// Events queued behind a held sink to measure memory per queued event.
+const QUEUE_MEMORY_EVENTS: u64 = 50_000;
+/// The producer number of the memory measurement's events.
+const QUEUE_MEMORY_PRODUCER: u64 = 9_998;
 /// Signatures per core when measuring the signing rate.
 const SIGNS_PER_CORE: u64 = 4_000;
 
@@ -100,6 +107,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     };
     let events = args.events.max(1);
     let producers = args.producers.max(1);
+    let queue_memory =
+        queue_memory::measure(&runtime, events.clamp(1_000, QUEUE_MEMORY_EVENTS), |n| {
+            bench_event(QUEUE_MEMORY_PRODUCER, n)
+        })?;
     let pipeline = run_pipeline(
         &runtime,
         &path,
@@ -151,6 +162,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         paced,
         baseline,
         verify,
+        queue_memory,
     };
     if args.json {
         println!("{}", report.json());
@@ -192,9 +204,10 @@ struct PipelineRun {
     appended: u64,
     elapsed: Duration,
     submit: measure::SortedLatencies,
+    /// Building plus submitting each event (paced runs only).
+    request_path: measure::SortedLatencies,
     submit_failures: u64,
     peak_queue_depth: u64,
-    memory_growth: u64,
     batches: u64,
     /// CPU time to build one event (canonical bytes and hash), producer side.
     build_ns_per_event: f64,
@@ -203,13 +216,6 @@ struct PipelineRun {
 impl PipelineRun {
     fn events_per_s(&self) -> f64 {
         per_second(self.appended, self.elapsed)
-    }
-
-    fn bytes_per_queued_event(&self) -> f64 {
-        if self.peak_queue_depth == 0 {
-            return 0.0;
-        }
-        self.memory_growth as f64 / self.peak_queue_depth as f64
     }
 }
 
@@ -228,14 +234,8 @@ fn run_pipeline(
         producers,
         mode,
     } = spec;
-    let sink_options = ChainSinkOptions {
-        chain: ChainId::default(),
-        signer: Some(signer.clone()),
-        sign_mode,
-        ..ChainSinkOptions::default()
-    };
+    let sink_options = ChainSinkOptions::signed(signer.clone()).with_sign_mode(sign_mode);
     drop(SqliteStore::open_blocking(path, SqliteOptions::default())?);
-    let rss_before = proc_status_bytes("VmRSS");
     let factory = audit_sqlite::sink_factory(path, sink_options, SqliteOptions::default());
     let pipeline = {
         let _context = runtime.enter();
@@ -263,7 +263,7 @@ fn run_pipeline(
     let started = Instant::now();
     let done = AtomicBool::new(false);
     let peak_queue_depth = AtomicU64::new(0);
-    let (latencies, submit_failures) = std::thread::scope(|scope| {
+    let (latencies, request_path, submit_failures) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
             while !done.load(Ordering::Relaxed) {
                 peak_queue_depth.fetch_max(metrics.snapshot().queue_depth, Ordering::Relaxed);
@@ -278,15 +278,17 @@ fn run_pipeline(
             })
             .collect();
         let mut latencies = Latencies::with_capacity(events as usize);
+        let mut request_path = Latencies::default();
         let mut failures = 0;
         for worker in workers {
-            let (own, own_failures) = worker.join().unwrap_or_default();
-            latencies.merge(own);
-            failures += own_failures;
+            let produced = worker.join().unwrap_or_default();
+            latencies.merge(produced.submit);
+            request_path.merge(produced.request_path);
+            failures += produced.failures;
         }
         done.store(true, Ordering::Relaxed);
         let _ = sampler.join();
-        (latencies, failures)
+        (latencies, request_path, failures)
     });
     let shutdown = runtime.block_on(pipeline.shutdown(DRAIN_TIMEOUT));
     let elapsed = started.elapsed();
@@ -301,11 +303,11 @@ fn run_pipeline(
         appended: shutdown.metrics.appended,
         elapsed,
         submit: latencies.sorted(),
+        request_path: request_path.sorted(),
         submit_failures,
         peak_queue_depth: peak_queue_depth
             .into_inner()
             .max(shutdown.metrics.max_batch_size),
-        memory_growth: proc_status_bytes("VmHWM").saturating_sub(rss_before),
         batches: shutdown.metrics.batches,
         build_ns_per_event: build_elapsed.as_nanos() as f64 * producers as f64
             / events.max(1) as f64,
@@ -368,27 +370,45 @@ fn share_of(events: u64, producers: u64, producer: u64) -> u64 {
     events / producers + u64::from(producer < events % producers)
 }
 
-/// One producer: submits its events, timing each `submit` call only.
-fn produce(queue: &AuditQueue, source: Source) -> (Latencies, u64) {
-    let events: Box<dyn Iterator<Item = Result<AuditEvent, EventError>>> = match source {
-        Source::Built(events) => Box::new(events.into_iter().map(Ok)),
-        Source::Build { producer, share } => {
-            Box::new((0..share).map(move |n| bench_event(producer, n)))
+/// What one producer measured.
+#[derive(Default)]
+struct Produced {
+    /// Each `submit` call.
+    submit: Latencies,
+    /// Each event's build plus `submit`, when the producer builds them.
+    request_path: Latencies,
+    failures: u64,
+}
+
+/// One producer: submits its events, timing each `submit` call, and when
+/// it builds them as it goes, each build plus submit (the request path).
+fn produce(queue: &AuditQueue, source: Source) -> Produced {
+    let mut produced = Produced::default();
+    match source {
+        Source::Built(events) => {
+            for event in events {
+                submit_timed(queue, event, &mut produced);
+            }
         }
-    };
-    let mut latencies = Latencies::default();
-    let mut failures = 0;
-    for event in events {
-        let Ok(event) = event else {
-            failures += 1;
-            continue;
-        };
-        let started = Instant::now();
-        let queued = queue.submit(event);
-        latencies.record(started.elapsed());
-        failures += u64::from(!queued);
+        Source::Build { producer, share } => {
+            for n in 0..share {
+                let started = Instant::now();
+                match bench_event(producer, n) {
+                    Ok(event) => submit_timed(queue, event, &mut produced),
+                    Err(_) => produced.failures += 1,
+                }
+                produced.request_path.record(started.elapsed());
+            }
+        }
     }
-    (latencies, failures)
+    produced
+}
+
+fn submit_timed(queue: &AuditQueue, event: AuditEvent, produced: &mut Produced) {
+    let started = Instant::now();
+    let queued = queue.submit(event);
+    produced.submit.record(started.elapsed());
+    produced.failures += u64::from(!queued);
 }
 
 /// The machine's limits.
@@ -471,6 +491,7 @@ struct Report<'a> {
     paced: PipelineRun,
     baseline: PipelineRun,
     verify: VerifyRun,
+    queue_memory: queue_memory::QueueMemory,
 }
 
 impl Report<'_> {
@@ -526,6 +547,8 @@ impl Report<'_> {
             "ratio": self.ratio(),
             "limit": limit_name,
             "limit_fraction": self.limit_fraction(),
+            "request_path_ns_median": self.paced.request_path.percentile(0.5),
+            "request_path_ns_p99": self.paced.request_path.percentile(0.99),
             "submit_ns_median": self.paced.submit.percentile(0.5),
             "submit_ns_p99": self.paced.submit.percentile(0.99),
             "burst_submit_ns_median": self.pipeline.submit.percentile(0.5),
@@ -537,7 +560,8 @@ impl Report<'_> {
             "verify_records_per_s": self.verify_per_s(),
             "peak_memory_bytes": proc_status_bytes("VmHWM"),
             "peak_queue_depth": self.pipeline.peak_queue_depth,
-            "bytes_per_queued_event": self.pipeline.bytes_per_queued_event(),
+            "bytes_per_queued_event": self.queue_memory.bytes_per_event(),
+            "queue_memory_events": self.queue_memory.queued,
         })
     }
 
@@ -573,6 +597,11 @@ impl Report<'_> {
             self.limit_fraction() * 100.0
         );
         println!(
+            "request path     {:>10} ns median, {} ns p99 (build one event and submit it, while the pipeline runs)",
+            self.paced.request_path.percentile(0.5),
+            self.paced.request_path.percentile(0.99)
+        );
+        println!(
             "submit           {:>10} ns median, {} ns p99 (producers build each event, then submit it: {:.0} events/s)",
             self.paced.submit.percentile(0.5),
             self.paced.submit.percentile(0.99),
@@ -594,9 +623,10 @@ impl Report<'_> {
             if self.verify.ok { "OK" } else { "FAILED" }
         );
         println!(
-            "memory           {:>10} KiB peak, {:.0} bytes per queued event (deepest queue {})",
+            "memory           {:>10.0} bytes per queued event ({} events held in the queue), {} KiB peak, deepest queue {}",
+            self.queue_memory.bytes_per_event(),
+            self.queue_memory.queued,
             proc_status_bytes("VmHWM") / 1024,
-            self.pipeline.bytes_per_queued_event(),
             self.pipeline.peak_queue_depth
         );
     }

@@ -222,13 +222,18 @@ async fn submit_all(
         Some(url) => Some(deferred_audit::checkpoint_publisher(url)?),
         None => None,
     };
-    let sink_options = ChainSinkOptions {
-        chain: chain.clone(),
-        signer: Some(signer),
-        publisher,
-        origin: args.origin.clone(),
-        cosigner: args.witnesses.cosigner(&args.store).await?,
-        ..ChainSinkOptions::default()
+    let mut mirror_options = ChainSinkOptions::signed(signer).for_chain(chain.clone());
+    if let Some(origin) = &args.origin {
+        mirror_options = mirror_options
+            .with_origin(origin)
+            .map_err(|error| CliError::usage(format!("--origin: {error}")))?;
+    }
+    if let Some(cosigner) = args.witnesses.cosigner(&args.store).await? {
+        mirror_options = mirror_options.with_cosigner(cosigner);
+    }
+    let sink_options = match publisher {
+        Some(publisher) => mirror_options.clone().with_publisher(publisher),
+        None => mirror_options.clone(),
     };
     let factory = opened(
         &args.store,
@@ -238,10 +243,6 @@ async fn submit_all(
     let mirror_failures = MirrorFailures::default();
     let builder = match &args.mirror {
         Some(url) => {
-            let mirror_options = ChainSinkOptions {
-                publisher: None,
-                ..sink_options
-            };
             let mirror = opened(url, sinks::chain_factory(url, mirror_options)?).await?;
             AuditPipeline::builder(sinks::mirrored_factory(
                 factory,

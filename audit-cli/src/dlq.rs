@@ -179,8 +179,8 @@ fn replay_file(
     options: ChainSinkOptions,
     trusted: Keyring,
 ) -> Result<ExitCode, CliError> {
-    let chain = options.chain.clone();
-    let require_authenticated = options.signer.is_some().then_some(trusted);
+    let chain = options.chain().clone();
+    let require_authenticated = options.signer().is_some().then_some(trusted);
     let report = block_on(async {
         let mut writer = open_writer(url, options).await?;
         FallbackFile::new(path)

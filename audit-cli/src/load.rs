@@ -136,13 +136,19 @@ fn pipeline(
     cosigner: Option<Arc<dyn audit_core::chain_writer::Cosigner>>,
 ) -> Result<AuditPipeline, CliError> {
     let chain = ChainId::default();
-    let sink_options = ChainSinkOptions {
-        chain: chain.clone(),
-        signer,
-        cosigner,
-        origin: args.origin.clone(),
-        ..ChainSinkOptions::default()
-    };
+    let mut sink_options = match signer {
+        Some(signer) => ChainSinkOptions::signed(signer),
+        None => ChainSinkOptions::unsigned(),
+    }
+    .for_chain(chain.clone());
+    if let Some(cosigner) = cosigner {
+        sink_options = sink_options.with_cosigner(cosigner);
+    }
+    if let Some(origin) = &args.origin {
+        sink_options = sink_options
+            .with_origin(origin)
+            .map_err(|error| CliError::usage(format!("--origin: {error}")))?;
+    }
     let factory =
         crate::sinks::pipeline_factory(crate::sinks::chain_factory(&args.store, sink_options)?);
     let mut builder = AuditPipeline::builder(factory)

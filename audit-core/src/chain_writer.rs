@@ -7,7 +7,7 @@
 //! [`AuditSink`]:
 //!
 //! - a lost race for a seq ([`ErrorClass::Conflict`]) is retried with a
-//!   fresh head, with backoff, up to [`ChainSinkOptions::race_retry`]; each
+//!   fresh head, with backoff, up to [`ChainSinkOptions::with_race_retry`]; each
 //!   retry is counted in `unique_race_retries`;
 //! - past that budget, or on a [`ErrorClass::Permanent`] error, the batch is
 //!   dead-lettered in the store; if even that fails the error goes to the
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::chain::note::Note;
+use crate::chain::note::{Note, NoteError, check_key_name};
 use crate::chain::tree::TreeFrontier;
 use crate::chain::tree_checkpoint::{TreeCheckpoint, default_origin};
 use crate::chain::{BatchPlan, ChainHead, ChainId, Checkpoint, Sealer, SignMode};
@@ -50,45 +50,40 @@ impl Default for CheckpointPolicy {
     }
 }
 
-/// Options shared by every chain sink.
+/// Options shared by every chain sink, built from a key
+/// ([`signed`](Self::signed), the secure default) or without one, said
+/// explicitly ([`unsigned`](Self::unsigned)), then adjusted with the
+/// `with_*` methods.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use audit_core::chain::ChainId;
+/// use audit_core::chain_writer::{ChainSinkOptions, CheckpointPolicy};
+/// use audit_core::keys::AuditSigner;
+///
+/// let options = ChainSinkOptions::signed(Arc::new(AuditSigner::generate()))
+///     .for_chain(ChainId::new("refusals")?)
+///     .with_checkpoints(CheckpointPolicy {
+///         every_records: Some(1_000),
+///         every: Some(Duration::from_secs(10)),
+///     })
+///     .with_origin("audit.example.com/refusals")?;
+/// assert_eq!(options.chain().as_str(), "refusals");
+/// assert_eq!(options.tree_origin(), "audit.example.com/refusals");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
+#[must_use]
 pub struct ChainSinkOptions {
-    /// The chain written.
-    pub chain: ChainId,
-    /// The signing key, if records or checkpoints are signed.
-    pub signer: Option<Arc<AuditSigner>>,
-    /// Which records carry a signature.
-    pub sign_mode: SignMode,
-    /// When checkpoints are written.
-    pub checkpoints: CheckpointPolicy,
-    /// Budget and backoff for lost races on a seq.
-    pub race_retry: RetryPolicy,
-    /// Where checkpoints are also published, outside the store.
-    pub publisher: Option<Arc<dyn CheckpointPublisher>>,
-    /// The origin of the chain's tree checkpoints (FORMAT.md section 8.2);
-    /// `None` is the default `deferred-audit/<key_id>/<chain>`.
-    pub origin: Option<String>,
-    /// Witnesses asked to cosign every tree checkpoint.
-    pub cosigner: Option<Arc<dyn Cosigner>>,
-}
-
-impl Default for ChainSinkOptions {
-    fn default() -> Self {
-        Self {
-            chain: ChainId::default(),
-            signer: None,
-            sign_mode: SignMode::EveryRecord,
-            checkpoints: CheckpointPolicy::default(),
-            race_retry: RetryPolicy {
-                initial: Duration::from_millis(1),
-                max: Duration::from_millis(50),
-                max_retries: 64,
-            },
-            publisher: None,
-            origin: None,
-            cosigner: None,
-        }
-    }
+    chain: ChainId,
+    signer: Option<Arc<AuditSigner>>,
+    sign_mode: SignMode,
+    checkpoints: CheckpointPolicy,
+    race_retry: RetryPolicy,
+    publisher: Option<Arc<dyn CheckpointPublisher>>,
+    origin: Option<String>,
+    cosigner: Option<Arc<dyn Cosigner>>,
 }
 
 impl std::fmt::Debug for ChainSinkOptions {
@@ -107,20 +102,33 @@ impl std::fmt::Debug for ChainSinkOptions {
 }
 
 impl ChainSinkOptions {
-    /// Options that sign every record and checkpoint with `signer`: the
-    /// secure default.
+    /// Options that sign every record and checkpoint with `signer`, on the
+    /// chain `default`: the secure default.
     pub fn signed(signer: Arc<AuditSigner>) -> Self {
         Self {
             signer: Some(signer),
-            ..Self::default()
+            ..Self::unsigned()
         }
     }
 
     /// Options without a key: records and checkpoints are unsigned, so a
-    /// verifier can only check the chain's hashes, never who wrote it.
-    /// Say so explicitly.
+    /// verifier can only check the chain's hashes, never who wrote it, and
+    /// no checkpoint is ever written. Say so explicitly.
     pub fn unsigned() -> Self {
-        Self::default()
+        Self {
+            chain: ChainId::default(),
+            signer: None,
+            sign_mode: SignMode::EveryRecord,
+            checkpoints: CheckpointPolicy::default(),
+            race_retry: RetryPolicy {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(50),
+                max_retries: 64,
+            },
+            publisher: None,
+            origin: None,
+            cosigner: None,
+        }
     }
 
     /// The same options for another chain.
@@ -129,11 +137,89 @@ impl ChainSinkOptions {
         self
     }
 
-    /// The same options with tree checkpoints under `origin` (a valid note
-    /// key name: non-empty, no space, no `+`).
-    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
-        self.origin = Some(origin.into());
+    /// Which records carry a signature (default [`SignMode::EveryRecord`];
+    /// checkpoints are signed either way when there is a key).
+    pub fn with_sign_mode(mut self, sign_mode: SignMode) -> Self {
+        self.sign_mode = sign_mode;
         self
+    }
+
+    /// When checkpoints are written (default every 10,000 records or 60 s).
+    pub fn with_checkpoints(mut self, checkpoints: CheckpointPolicy) -> Self {
+        self.checkpoints = checkpoints;
+        self
+    }
+
+    /// Budget and backoff for lost races on a seq (default 64 retries,
+    /// 1 ms doubling to 50 ms).
+    pub fn with_race_retry(mut self, race_retry: RetryPolicy) -> Self {
+        self.race_retry = race_retry;
+        self
+    }
+
+    /// Also publishes every checkpoint and tree checkpoint through
+    /// `publisher`, outside the store (off-box, so that a truncated store
+    /// is caught: see the README).
+    pub fn with_publisher(mut self, publisher: Arc<dyn CheckpointPublisher>) -> Self {
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// Asks witnesses (through `cosigner`) to cosign every tree checkpoint.
+    pub fn with_cosigner(mut self, cosigner: Arc<dyn Cosigner>) -> Self {
+        self.cosigner = Some(cosigner);
+        self
+    }
+
+    /// The same options with tree checkpoints under `origin`; refused
+    /// unless it is a valid note key name (non-empty, no white space, no
+    /// `+`).
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Result<Self, NoteError> {
+        let origin = origin.into();
+        check_key_name(&origin)?;
+        self.origin = Some(origin);
+        Ok(self)
+    }
+
+    /// The chain written.
+    pub fn chain(&self) -> &ChainId {
+        &self.chain
+    }
+
+    /// The signing key, if records or checkpoints are signed.
+    pub fn signer(&self) -> Option<&Arc<AuditSigner>> {
+        self.signer.as_ref()
+    }
+
+    /// Which records carry a signature.
+    pub fn sign_mode(&self) -> SignMode {
+        self.sign_mode
+    }
+
+    /// When checkpoints are written.
+    pub fn checkpoints(&self) -> CheckpointPolicy {
+        self.checkpoints
+    }
+
+    /// Budget and backoff for lost races on a seq.
+    pub fn race_retry(&self) -> RetryPolicy {
+        self.race_retry
+    }
+
+    /// Where checkpoints are also published, outside the store.
+    pub fn publisher(&self) -> Option<&Arc<dyn CheckpointPublisher>> {
+        self.publisher.as_ref()
+    }
+
+    /// The configured origin of tree checkpoints, if one was set (see
+    /// [`tree_origin`](Self::tree_origin) for the one used).
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    /// The witnesses' cosigner, if one was set.
+    pub fn cosigner(&self) -> Option<&Arc<dyn Cosigner>> {
+        self.cosigner.as_ref()
     }
 
     /// The origin of the chain's tree checkpoints: the configured one, or

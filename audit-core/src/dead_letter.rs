@@ -222,6 +222,7 @@ pub enum DeadLetterAuthError {
 
 /// Why the fallback file could not be written or read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FallbackError {
     /// I/O on the file failed.
     #[error("fallback dead-letter file {path}: {source}")]
@@ -311,6 +312,7 @@ pub struct FallbackContents {
 
 /// Why a replay of the fallback file stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FallbackReplayError {
     /// The file could not be read.
     #[error(transparent)]

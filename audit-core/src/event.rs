@@ -71,13 +71,35 @@ pub struct AuditEvent {
     inner: Arc<EventInner>,
 }
 
+/// One allocation holds every text of the event: `E`, then the raw type and
+/// actor (their escaped forms in `E` may differ). The id and time are ASCII
+/// without escapes, so they are read straight out of `E`.
 struct EventInner {
-    id: String,
-    event_type: String,
-    actor: String,
-    time: String,
-    canonical: String,
+    text: Box<str>,
     hash: Digest,
+    /// Where `E` ends in `text`; the raw type follows, then the actor.
+    canonical_end: u32,
+    actor_start: u32,
+    id_start: u32,
+    time_start: u32,
+}
+
+/// Length of a lowercase hyphenated UUID.
+const ID_LEN: usize = 36;
+/// Length of `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+const TIME_LEN: usize = 27;
+
+impl EventInner {
+    fn slice(&self, start: u32, len: usize) -> &str {
+        let start = start as usize;
+        self.text.get(start..start + len).unwrap_or_default()
+    }
+
+    fn canonical(&self) -> &str {
+        self.text
+            .get(..self.canonical_end as usize)
+            .unwrap_or_default()
+    }
 }
 
 impl AuditEvent {
@@ -216,27 +238,35 @@ impl AuditEvent {
 
     /// The event id (lowercase hyphenated UUID): the idempotency key.
     pub fn id(&self) -> &str {
-        &self.inner.id
+        self.inner.slice(self.inner.id_start, ID_LEN)
     }
 
     /// The event type, e.g. `governance.refusal`.
     pub fn event_type(&self) -> &str {
-        &self.inner.event_type
+        let inner = &*self.inner;
+        inner
+            .text
+            .get(inner.canonical_end as usize..inner.actor_start as usize)
+            .unwrap_or_default()
     }
 
     /// The agent or principal that acted.
     pub fn actor(&self) -> &str {
-        &self.inner.actor
+        let inner = &*self.inner;
+        inner
+            .text
+            .get(inner.actor_start as usize..)
+            .unwrap_or_default()
     }
 
     /// The event time, `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
     pub fn time(&self) -> &str {
-        &self.inner.time
+        self.inner.slice(self.inner.time_start, TIME_LEN)
     }
 
     /// The canonical bytes `E`.
     pub fn canonical_json(&self) -> &str {
-        &self.inner.canonical
+        self.inner.canonical()
     }
 
     /// `event_hash = H(E)`.
@@ -246,7 +276,7 @@ impl AuditEvent {
 
     /// The payload, parsed from `E`.
     pub fn payload(&self) -> Value {
-        serde_json::from_str::<Value>(&self.inner.canonical)
+        serde_json::from_str::<Value>(self.inner.canonical())
             .ok()
             .and_then(|mut value| value.get_mut("payload").map(Value::take))
             .unwrap_or(Value::Null)
@@ -255,7 +285,7 @@ impl AuditEvent {
 
 impl PartialEq for AuditEvent {
     fn eq(&self, other: &Self) -> bool {
-        self.inner.canonical == other.inner.canonical
+        self.inner.canonical() == other.inner.canonical()
     }
 }
 
@@ -265,11 +295,11 @@ impl fmt::Debug for AuditEvent {
     /// Shows the id, type and actor only: payloads may be sensitive.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditEvent")
-            .field("id", &self.inner.id)
-            .field("type", &self.inner.event_type)
-            .field("actor", &self.inner.actor)
-            .field("time", &self.inner.time)
-            .field("bytes", &self.inner.canonical.len())
+            .field("id", &self.id())
+            .field("type", &self.event_type())
+            .field("actor", &self.actor())
+            .field("time", &self.time())
+            .field("bytes", &self.canonical_json().len())
             .finish()
     }
 }
@@ -382,29 +412,43 @@ fn assemble(
         actor,
         time,
     } = members;
-    let fixed = 64 + id.len() + event_type.len() + actor.len() + time.len();
-    let mut canonical = String::with_capacity(fixed + payload_capacity);
-    canonical.push_str("{\"actor\":");
-    canonical::write_string(&actor, &mut canonical);
-    canonical.push_str(",\"id\":");
-    canonical::write_string(&id, &mut canonical);
-    canonical.push_str(",\"payload\":");
-    payload(&mut canonical)?;
-    canonical.push_str(",\"time\":");
-    canonical::write_string(&time, &mut canonical);
-    canonical.push_str(",\"type\":");
-    canonical::write_string(&event_type, &mut canonical);
-    canonical.push('}');
-    check_size(canonical.len(), limits)?;
-    let hash = Digest(Sha256::digest(canonical.as_bytes()).into());
+    let fixed = 64 + id.len() + 2 * (event_type.len() + actor.len()) + time.len();
+    let mut text = String::with_capacity(fixed + payload_capacity);
+    text.push_str("{\"actor\":");
+    canonical::write_string(&actor, &mut text);
+    text.push_str(",\"id\":\"");
+    let id_start = text.len();
+    text.push_str(&id);
+    text.push('"');
+    text.push_str(",\"payload\":");
+    payload(&mut text)?;
+    text.push_str(",\"time\":\"");
+    let time_start = text.len();
+    text.push_str(&time);
+    text.push('"');
+    text.push_str(",\"type\":");
+    canonical::write_string(&event_type, &mut text);
+    text.push('}');
+    check_size(text.len(), limits)?;
+    let hash = Digest(Sha256::digest(text.as_bytes()).into());
+    let canonical_end = text.len();
+    text.push_str(&event_type);
+    let actor_start = text.len();
+    text.push_str(&actor);
+    let offset = |at: usize| {
+        u32::try_from(at).map_err(|_| EventError::TooLarge {
+            size: at,
+            limit: limits.max_event_bytes,
+        })
+    };
     Ok(AuditEvent {
         inner: Arc::new(EventInner {
-            id,
-            event_type,
-            actor,
-            time,
-            canonical,
             hash,
+            canonical_end: offset(canonical_end)?,
+            actor_start: offset(actor_start)?,
+            id_start: offset(id_start)?,
+            time_start: offset(time_start)?,
+            text: text.into_boxed_str(),
         }),
     })
 }

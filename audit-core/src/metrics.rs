@@ -43,8 +43,22 @@
 //!
 //! Every name carries the label `pipeline` (the builder's
 //! [`name`](crate::pipeline::PipelineBuilder::name), `default` unless set).
-//! The drainer publishes after every batch and at shutdown; call
-//! [`PipelineMetrics::publish`] to publish at other times.
+//! The drainer publishes after every batch and at shutdown, and the
+//! pipeline publishes every
+//! [`metrics_interval`](crate::pipeline::PipelineBuilder::metrics_interval)
+//! (1 s by default) in between, so that gauges stay current while a batch
+//! is slow or the queue is idle; call [`PipelineMetrics::publish`] to
+//! publish at other times. [`describe_metrics`] gives every name its unit
+//! and description (the pipeline calls it once when it starts).
+//!
+//! ## Ages
+//!
+//! Every queued event carries the instant it was submitted. The age of the
+//! oldest waiting event is measured from the later of two instants: when
+//! the queue last became non-empty, and when the event the drainer took
+//! last was submitted (the next one waiting was submitted after it, as
+//! the channel is first in, first out). It is exact for one producer and
+//! an upper bound by at most the producers' skew for several.
 //!
 //! | name | kind | meaning |
 //! |---|---|---|
@@ -63,6 +77,10 @@
 //! | `deferred_audit_queue_depth` | gauge | waiting in the channel |
 //! | `deferred_audit_last_batch_size` | gauge | events in the last batch |
 //! | `deferred_audit_terminal` | gauge | 1 once a batch went to the fallback file |
+//! | `deferred_audit_oldest_queued_age_seconds` | gauge | how long the oldest waiting event has waited (0 when none waits) |
+//! | `deferred_audit_durable_lag_seconds` | gauge | submit to durable, for the oldest event of the last batch the sink accepted |
+//! | `deferred_audit_journal_bytes` | gauge | bytes the admission journal holds (absent without a journal) |
+//! | `deferred_audit_journal_fill_percent` | gauge | those bytes in percent of the journal's `max_bytes` |
 //! | `deferred_audit_batch_size` | histogram | events per batch |
 //! | `deferred_audit_append_latency_seconds` | histogram | duration of each `append_batch` call |
 //!
@@ -74,8 +92,11 @@
 //! assert_eq!(snapshot.submitted, 0);
 //! ```
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::journal::Journal;
 
 /// Upper bounds (inclusive, microseconds) of the append-latency buckets;
 /// the last bucket of [`MetricsSnapshot::append_latency_histogram`] holds
@@ -86,6 +107,196 @@ pub const LATENCY_BUCKETS_US: [u64; 7] = [
 
 /// Number of buckets of the latency histogram (the bounds plus one overflow bucket).
 pub const LATENCY_BUCKET_COUNT: usize = LATENCY_BUCKETS_US.len() + 1;
+
+/// What kind of value a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// Only grows.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution of observations.
+    Histogram,
+}
+
+/// One exported metric: its name, kind, unit and meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDescription {
+    /// The exported name.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// Its unit.
+    pub unit: metrics::Unit,
+    /// What it counts or measures.
+    pub help: &'static str,
+}
+
+const fn describe(
+    name: &'static str,
+    kind: MetricKind,
+    unit: metrics::Unit,
+    help: &'static str,
+) -> MetricDescription {
+    MetricDescription {
+        name,
+        kind,
+        unit,
+        help,
+    }
+}
+
+/// Every metric a pipeline exports (the table of the module docs).
+pub const METRICS: &[MetricDescription] = {
+    use MetricKind::{Counter, Gauge, Histogram};
+    use metrics::Unit::{Bytes, Count, Percent, Seconds};
+    &[
+        describe(
+            "deferred_audit_submitted_total",
+            Counter,
+            Count,
+            "audit events accepted into the queue, plus events lost at submit",
+        ),
+        describe(
+            "deferred_audit_appended_total",
+            Counter,
+            Count,
+            "audit events durable in the chain",
+        ),
+        describe(
+            "deferred_audit_dead_lettered_total",
+            Counter,
+            Count,
+            "audit events in the sink's dead letters or the fallback file",
+        ),
+        describe(
+            "deferred_audit_lost_total",
+            Counter,
+            Count,
+            "audit events neither appended nor dead-lettered (each logged at error level)",
+        ),
+        describe(
+            "deferred_audit_send_failures_total",
+            Counter,
+            Count,
+            "submissions refused (queue full, closed or terminal)",
+        ),
+        describe(
+            "deferred_audit_append_failures_total",
+            Counter,
+            Count,
+            "failed sink or factory attempts",
+        ),
+        describe(
+            "deferred_audit_dlq_landed_total",
+            Counter,
+            Count,
+            "audit events the sink dead-lettered itself",
+        ),
+        describe(
+            "deferred_audit_unique_race_retries_total",
+            Counter,
+            Count,
+            "lost seq races the sink retried",
+        ),
+        describe(
+            "deferred_audit_drainer_panics_total",
+            Counter,
+            Count,
+            "sink or factory panics caught by the supervisor",
+        ),
+        describe(
+            "deferred_audit_restarts_total",
+            Counter,
+            Count,
+            "sink rebuilds after a failure",
+        ),
+        describe(
+            "deferred_audit_batches_total",
+            Counter,
+            Count,
+            "batches the sink accepted",
+        ),
+        describe(
+            "deferred_audit_in_flight",
+            Gauge,
+            Count,
+            "audit events submitted and not yet resolved",
+        ),
+        describe(
+            "deferred_audit_queue_depth",
+            Gauge,
+            Count,
+            "audit events waiting in the queue",
+        ),
+        describe(
+            "deferred_audit_last_batch_size",
+            Gauge,
+            Count,
+            "audit events in the last batch the sink accepted",
+        ),
+        describe(
+            "deferred_audit_terminal",
+            Gauge,
+            Count,
+            "1 once a batch went to the fallback file: the sink needs attention",
+        ),
+        describe(
+            "deferred_audit_oldest_queued_age_seconds",
+            Gauge,
+            Seconds,
+            "how long the oldest waiting audit event has waited (0 when none waits)",
+        ),
+        describe(
+            "deferred_audit_durable_lag_seconds",
+            Gauge,
+            Seconds,
+            "submit to durable, for the oldest event of the last batch the sink accepted",
+        ),
+        describe(
+            "deferred_audit_journal_bytes",
+            Gauge,
+            Bytes,
+            "bytes the admission journal holds",
+        ),
+        describe(
+            "deferred_audit_journal_fill_percent",
+            Gauge,
+            Percent,
+            "bytes the admission journal holds, in percent of its max_bytes",
+        ),
+        describe(
+            "deferred_audit_batch_size",
+            Histogram,
+            Count,
+            "audit events per batch",
+        ),
+        describe(
+            "deferred_audit_append_latency_seconds",
+            Histogram,
+            Seconds,
+            "duration of each append_batch call of the sink",
+        ),
+    ]
+};
+
+/// Describes every metric of [`METRICS`] to the installed `metrics`
+/// recorder (unit and help text, as Prometheus `# HELP` lines show them).
+/// Pipelines call it when they start; calling it again is harmless.
+pub fn describe_metrics() {
+    for metric in METRICS {
+        match metric.kind {
+            MetricKind::Counter => {
+                metrics::describe_counter!(metric.name, metric.unit, metric.help)
+            }
+            MetricKind::Gauge => metrics::describe_gauge!(metric.name, metric.unit, metric.help),
+            MetricKind::Histogram => {
+                metrics::describe_histogram!(metric.name, metric.unit, metric.help)
+            }
+        }
+    }
+}
 
 /// The counters the accounting invariant is about (`in_flight` is derived).
 #[derive(Debug, Default)]
@@ -133,10 +344,21 @@ pub struct PipelineMetrics {
     append_latency_us_last: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKET_COUNT],
     terminal: AtomicBool,
+    /// The origin of the nanosecond instants below.
+    epoch: Instant,
+    /// When the queue last went from empty to non-empty.
+    nonempty_since_ns: AtomicU64,
+    /// When the event the drainer took last was submitted.
+    last_taken_submitted_ns: AtomicU64,
+    /// Submit to durable of the oldest event of the last accepted batch.
+    durable_lag_us_last: AtomicU64,
+    /// The admission journal, when the pipeline has one.
+    journal: OnceLock<Journal>,
 }
 
 /// A consistent copy of the metrics at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// Events accepted into the queue, plus events lost at submit.
     pub submitted: u64,
@@ -177,6 +399,16 @@ pub struct MetricsSnapshot {
     /// Whether a batch went to the fallback file after `max_restarts`
     /// failures: the sink needs attention. Stays set.
     pub terminal: bool,
+    /// How long the oldest waiting event has waited, in microseconds (0
+    /// when none waits; see the module docs for how it is measured).
+    pub oldest_queued_age_us: u64,
+    /// Submit to durable of the oldest event of the last batch the sink
+    /// accepted, in microseconds.
+    pub durable_lag_us_last: u64,
+    /// Bytes the admission journal holds, when there is one.
+    pub journal_bytes: Option<u64>,
+    /// The journal's `max_bytes`, when there is one.
+    pub journal_max_bytes: Option<u64>,
 }
 
 impl MetricsSnapshot {
@@ -218,7 +450,34 @@ impl PipelineMetrics {
             append_latency_us_last: AtomicU64::new(0),
             latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             terminal: AtomicBool::new(false),
+            epoch: Instant::now(),
+            nonempty_since_ns: AtomicU64::new(0),
+            last_taken_submitted_ns: AtomicU64::new(0),
+            durable_lag_us_last: AtomicU64::new(0),
+            journal: OnceLock::new(),
         }
+    }
+
+    /// Reports the journal's fill with the other gauges.
+    pub(crate) fn attach_journal(&self, journal: Journal) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// Nanoseconds from the metrics' epoch to `instant` (0 before it).
+    fn nanos(&self, instant: Instant) -> u64 {
+        u64::try_from(instant.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// How long the oldest waiting event has waited, in microseconds.
+    fn oldest_queued_age_us(&self, queue_depth: u64) -> u64 {
+        if queue_depth == 0 {
+            return 0;
+        }
+        let since = self
+            .nonempty_since_ns
+            .load(Ordering::Relaxed)
+            .max(self.last_taken_submitted_ns.load(Ordering::Relaxed));
+        self.nanos(Instant::now()).saturating_sub(since) / 1_000
     }
 
     /// The pipeline name used as the `pipeline` label.
@@ -252,6 +511,10 @@ impl PipelineMetrics {
                 load(&self.latency_buckets[index])
             }),
             terminal: self.terminal.load(Ordering::Relaxed),
+            oldest_queued_age_us: self.oldest_queued_age_us(self.depth().min(in_flight)),
+            durable_lag_us_last: load(&self.durable_lag_us_last),
+            journal_bytes: self.journal.get().map(|journal| journal.usage().0),
+            journal_max_bytes: self.journal.get().map(Journal::max_bytes),
         }
     }
 
@@ -274,10 +537,12 @@ impl PipelineMetrics {
     /// this makes.
     fn enqueued(&self, count: u64) {
         let count = i64::try_from(count).unwrap_or(i64::MAX);
-        let depth = self
-            .queue_depth
-            .fetch_add(count, Ordering::Relaxed)
-            .saturating_add(count);
+        let before = self.queue_depth.fetch_add(count, Ordering::Relaxed);
+        if before <= 0 {
+            self.nonempty_since_ns
+                .fetch_max(self.nanos(Instant::now()), Ordering::Relaxed);
+        }
+        let depth = before.saturating_add(count);
         self.peak_queue_depth
             .fetch_max(u64::try_from(depth).unwrap_or(0), Ordering::Relaxed);
     }
@@ -326,6 +591,29 @@ impl PipelineMetrics {
         for (name, value) in gauges {
             metrics::gauge!(name, "pipeline" => label.clone()).set(value as f64);
         }
+        let seconds = [
+            (
+                "deferred_audit_oldest_queued_age_seconds",
+                snapshot.oldest_queued_age_us,
+            ),
+            (
+                "deferred_audit_durable_lag_seconds",
+                snapshot.durable_lag_us_last,
+            ),
+        ];
+        for (name, micros) in seconds {
+            metrics::gauge!(name, "pipeline" => label.clone()).set(micros as f64 / 1e6);
+        }
+        if let (Some(bytes), Some(max)) = (snapshot.journal_bytes, snapshot.journal_max_bytes) {
+            metrics::gauge!("deferred_audit_journal_bytes", "pipeline" => label.clone())
+                .set(bytes as f64);
+            let fill = if max == 0 {
+                100.0
+            } else {
+                bytes as f64 * 100.0 / max as f64
+            };
+            metrics::gauge!("deferred_audit_journal_fill_percent", "pipeline" => label).set(fill);
+        }
     }
 
     /// Counts one event submitted (so in flight), then runs `send`; if the
@@ -360,10 +648,22 @@ impl PipelineMetrics {
         self.send_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The drainer took `count` events off the channel.
-    pub(crate) fn dequeued(&self, count: usize) {
+    /// The drainer took `count` events off the channel, the last of them
+    /// submitted at `last_submitted`.
+    pub(crate) fn dequeued(&self, count: usize, last_submitted: Option<Instant>) {
+        if let Some(submitted) = last_submitted {
+            self.last_taken_submitted_ns
+                .fetch_max(self.nanos(submitted), Ordering::Relaxed);
+        }
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         self.queue_depth.fetch_sub(count, Ordering::Relaxed);
+    }
+
+    /// A batch whose oldest event was submitted at `oldest` became durable
+    /// (appended or dead-lettered) now.
+    pub(crate) fn durable(&self, oldest: Instant) {
+        let micros = u64::try_from(oldest.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.durable_lag_us_last.store(micros, Ordering::Relaxed);
     }
 
     /// Counts resolved events (they leave the derived `in_flight`).
@@ -438,7 +738,7 @@ mod tests {
             (3, 2, 1)
         );
         assert!(snapshot.is_balanced());
-        metrics.dequeued(2);
+        metrics.dequeued(2, None);
         metrics.resolve(1, 1, 0);
         let snapshot = metrics.snapshot();
         assert!(snapshot.is_balanced());
@@ -531,7 +831,7 @@ mod tests {
                     loop {
                         let received = rx.lock().map(|rx| rx.recv());
                         let Ok(Ok(event)) = received else { break };
-                        metrics.dequeued(1);
+                        metrics.dequeued(1, None);
                         match event % 3 {
                             0 => metrics.resolve(1, 0, 0),
                             1 => metrics.resolve(0, 1, 0),
@@ -585,7 +885,7 @@ mod tests {
     #[test]
     fn a_dequeue_before_its_count_shows_depth_zero_not_a_wrapped_value() {
         let metrics = PipelineMetrics::new("t");
-        metrics.dequeued(3);
+        metrics.dequeued(3, None);
         let snapshot = metrics.snapshot();
         assert_eq!((snapshot.queue_depth, snapshot.peak_queue_depth), (0, 0));
         metrics.admit_recovered(5);
@@ -600,7 +900,7 @@ mod tests {
         for _ in 0..5 {
             metrics.admit(|| Ok::<(), ()>(())).unwrap();
         }
-        metrics.dequeued(4);
+        metrics.dequeued(4, None);
         metrics.admit(|| Ok::<(), ()>(())).unwrap();
         assert!(metrics.admit(|| Err(())).is_err());
         let snapshot = metrics.snapshot();

@@ -31,7 +31,7 @@
 //! writer.append_batch(&events).await?;
 //! writer.checkpoint().await?;
 //!
-//! let chain = writer.options().chain.clone();
+//! let chain = writer.options().chain().clone();
 //! let note = newest_tree_checkpoint(&store, &chain).await?;
 //! let proof = prove_inclusion(&store, &chain, 3, &note).await?;
 //! let policy = TrustPolicy::new(audit_core::chain::note::Vkey::ed25519(

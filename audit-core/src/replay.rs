@@ -80,9 +80,9 @@ pub async fn replay_dead_letters<S: ChainStore>(
     writer: &mut ChainWriter<S>,
     trusted: &Keyring,
 ) -> Result<ReplayReport, ReplayError> {
-    let chain = writer.options().chain.clone();
+    let chain = writer.options().chain().clone();
     let mut keyring = trusted.clone();
-    if let Some(signer) = &writer.options().signer {
+    if let Some(signer) = &writer.options().signer() {
         keyring.insert(signer.public_key());
     }
     refuse_unsigned_into_signed(source, writer, &chain).await?;

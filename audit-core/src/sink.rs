@@ -50,6 +50,7 @@ pub struct Receipt {
 
 /// What became of one event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AppendOutcome {
     /// In the chain.
     Appended(Receipt),
@@ -62,6 +63,7 @@ pub enum AppendOutcome {
 
 /// How an error should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorClass {
     /// May succeed if tried again later (connection lost, timeout, busy).
     Transient,

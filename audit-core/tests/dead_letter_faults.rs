@@ -114,7 +114,7 @@ async fn replay_skips_bad_lines_and_refuses_unauthenticated_letters_when_asked()
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
     let memory = MemoryChain::new();
-    let mut sink = memory.sink(ChainSinkOptions::default());
+    let mut sink = memory.sink(ChainSinkOptions::unsigned());
     let options = ReplayOptions {
         require_authenticated: Some(keyring),
     };

@@ -38,7 +38,7 @@ async fn guarded<T>(
 fn fail_closed_pipeline(chain: &MemoryChain, sink_down: bool) -> AuditPipeline {
     let chain = chain.clone();
     let factory = move || {
-        let sink = chain.sink(ChainSinkOptions::default());
+        let sink = chain.sink(ChainSinkOptions::unsigned());
         // Probability 1: every append fails, as with a store that is down.
         let probability = if sink_down { 1.0 } else { 0.0 };
         std::future::ready(Ok::<_, SinkError>(FailingSink::with_probability(

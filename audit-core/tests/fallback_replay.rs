@@ -38,7 +38,7 @@ async fn letters_replay_once_and_the_rest_is_reported() {
     file.append(&written).unwrap();
 
     let memory = MemoryChain::new();
-    let mut sink = memory.sink(ChainSinkOptions::default());
+    let mut sink = memory.sink(ChainSinkOptions::unsigned());
     sink.append_batch(&lost[..1]).await.unwrap();
     let report = file.replay_into(&mut sink, &chain).await.unwrap();
     assert_eq!(
@@ -72,7 +72,7 @@ async fn a_sink_failure_part_way_stops_the_replay_and_a_second_replay_finishes_i
     file.append(&letters(&chain, &lost)).unwrap();
     let memory = MemoryChain::new();
     // The first batch appends, the second fails.
-    let mut failing = FailingSink::on_call(memory.sink(ChainSinkOptions::default()), 2);
+    let mut failing = FailingSink::on_call(memory.sink(ChainSinkOptions::unsigned()), 2);
     let error = file.replay_into(&mut failing, &chain).await.unwrap_err();
     match &error {
         FallbackReplayError::Sink { replayed, .. } => assert_eq!(*replayed, REPLAY_BATCH as u64),
@@ -80,7 +80,7 @@ async fn a_sink_failure_part_way_stops_the_replay_and_a_second_replay_finishes_i
     }
     assert_eq!(memory.len(), REPLAY_BATCH);
     assert!(error.to_string().contains("fallback.jsonl"), "{error}");
-    let mut sink = memory.sink(ChainSinkOptions::default());
+    let mut sink = memory.sink(ChainSinkOptions::unsigned());
     let report = file.replay_into(&mut sink, &chain).await.unwrap();
     assert_eq!(
         (report.appended, report.already_present),
@@ -94,7 +94,7 @@ async fn a_sink_failure_part_way_stops_the_replay_and_a_second_replay_finishes_i
 async fn a_missing_file_replays_nothing_and_an_unreadable_line_is_skipped_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let memory = MemoryChain::new();
-    let mut sink = memory.sink(ChainSinkOptions::default());
+    let mut sink = memory.sink(ChainSinkOptions::unsigned());
     let missing = FallbackFile::new(dir.path().join("none.jsonl"));
     let report = missing
         .replay_into(&mut sink, &ChainId::default())

@@ -195,7 +195,7 @@ async fn drainer_continues_after_an_error() {
 #[tokio::test]
 async fn a_sink_dead_letter_is_counted_and_the_drainer_goes_on() {
     let chain = MemoryChain::new();
-    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::default())).spawn();
+    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned())).spawn();
     let queue = pipeline.queue();
     chain.fail_next_appends(1, ErrorClass::Permanent);
     let refused = queue.submit_wait(event(1)).await;
@@ -677,7 +677,7 @@ async fn reject_mode_gives_the_event_back() {
 #[tokio::test]
 async fn submit_wait_gives_receipts_that_match_the_chain() {
     let chain = MemoryChain::new();
-    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::default())).spawn();
+    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned())).spawn();
     let queue = pipeline.queue();
     let mut receipts = Vec::new();
     for n in 0..3 {
@@ -747,7 +747,7 @@ async fn tee_with_a_failing_mirror_keeps_the_primary_outcome() {
             let failing = FailingSink::with_probability(RecordingSink::new(), 1.0, 5);
             let panicking = PanickingSink::on_call(RecordingSink::new(), 1);
             let tee = Tee::new(
-                Box::new(chain.sink(ChainSinkOptions::default())),
+                Box::new(chain.sink(ChainSinkOptions::unsigned())),
                 vec![
                     Box::new(mirror_ok.sink()),
                     Box::new(failing),

@@ -16,7 +16,7 @@ const PER_PRODUCER: usize = 125_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_events_from_eight_producers_arrive_and_verify() {
     let chain = MemoryChain::new();
-    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::default()))
+    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned()))
         .max_batch(16_384)
         .spawn();
     let producers: Vec<_> = (0..PRODUCERS)

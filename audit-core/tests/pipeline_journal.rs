@@ -94,7 +94,7 @@ async fn replay_after_crash(config: JournalConfig, events: Vec<AuditEvent>) {
     // Restart with a working sink: the journal replays them before anything new.
     let chain = MemoryChain::new();
     let pipeline = open_when_free(|| {
-        AuditPipeline::builder(chain.factory(ChainSinkOptions::default())).journal(config.clone())
+        AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned())).journal(config.clone())
     })
     .await
     .spawn();
@@ -119,7 +119,7 @@ async fn replay_after_crash(config: JournalConfig, events: Vec<AuditEvent>) {
 
     // Everything is in the sink, and a settled journal keeps no segment:
     // a third start replays nothing.
-    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::default()))
+    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned()))
         .journal(config.clone())
         .unwrap()
         .spawn();
@@ -138,7 +138,7 @@ async fn settled_segments_are_deleted() {
     let mut config = JournalConfig::new(dir.path().join("journal"));
     config.segment_bytes = 2048;
     let chain = MemoryChain::new();
-    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::default()))
+    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned()))
         .journal(config.clone())
         .unwrap()
         .spawn();
@@ -164,7 +164,7 @@ async fn a_full_journal_in_reject_mode_refuses_and_returns_the_event() {
     config.when_full = WhenFull::Reject;
     let chain = MemoryChain::new();
     chain.fail_next_appends(1000, ErrorClass::Transient);
-    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::default()))
+    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned()))
         .retry(RetryPolicy {
             initial: Duration::from_secs(5),
             max: Duration::from_secs(5),
@@ -202,7 +202,7 @@ async fn a_full_journal_in_reject_mode_refuses_and_returns_the_event() {
 #[tokio::test]
 async fn submit_durable_without_a_journal_is_refused() {
     let chain = MemoryChain::new();
-    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::default())).spawn();
+    let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned())).spawn();
     let error = pipeline.queue().submit_durable(event(1)).await.unwrap_err();
     assert!(matches!(error, SubmitError::NoJournal { .. }), "{error:?}");
     pipeline.shutdown(Duration::from_secs(5)).await;
@@ -216,7 +216,7 @@ async fn a_corrupt_journal_stops_the_pipeline_from_being_built() {
     let segment = config.dir.join("00000000000000000001.journal");
     std::fs::write(&segment, b"not a journal segment at all").unwrap();
     let chain = MemoryChain::new();
-    let error = AuditPipeline::builder(chain.factory(ChainSinkOptions::default()))
+    let error = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned()))
         .journal(config)
         .unwrap_err();
     assert!(

@@ -136,7 +136,7 @@ impl Sut {
         let factory = move || {
             let sink = FaultySink {
                 faults: faults.clone(),
-                inner: chain.sink(ChainSinkOptions::default()),
+                inner: chain.sink(ChainSinkOptions::unsigned()),
             };
             std::future::ready(Ok::<_, SinkError>(sink))
         };

@@ -26,11 +26,10 @@ struct Chain {
 async fn chain(name: &str) -> Chain {
     let signer = Arc::new(AuditSigner::generate());
     let store = MemoryStore::new(name);
-    let mut options = ChainSinkOptions::signed(signer.clone());
-    options.checkpoints = CheckpointPolicy {
+    let options = ChainSinkOptions::signed(signer.clone()).with_checkpoints(CheckpointPolicy {
         every_records: Some(5),
         every: None,
-    };
+    });
     let origin = options.tree_origin();
     let mut writer = ChainWriter::new(store.clone(), options);
     for n in 0..4 {

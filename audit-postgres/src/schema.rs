@@ -102,6 +102,7 @@ const SCHEMA_LOCK: i64 = 0x6175_6469_7473_6368; // "auditsch"
 
 /// What the database holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SchemaState {
     /// No audit table at all.
     Empty,

@@ -78,17 +78,18 @@ async fn server_with_fault_trigger() -> (Arc<PostgresServer>, String) {
 }
 
 fn options(chain: &ChainId, signer: Option<Arc<AuditSigner>>, mode: SignMode) -> ChainSinkOptions {
-    ChainSinkOptions {
-        chain: chain.clone(),
-        signer,
-        sign_mode: mode,
+    let options = match signer {
+        Some(signer) => ChainSinkOptions::signed(signer),
+        None => ChainSinkOptions::unsigned(),
+    };
+    options
+        .for_chain(chain.clone())
+        .with_sign_mode(mode)
         // Often enough that the suite's ~200 records get several.
-        checkpoints: CheckpointPolicy {
+        .with_checkpoints(CheckpointPolicy {
             every_records: Some(25),
             every: None,
-        },
-        ..ChainSinkOptions::default()
-    }
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

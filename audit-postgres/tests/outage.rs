@@ -49,7 +49,7 @@ async fn a_restart_mid_run_through_the_pipeline_loses_and_duplicates_nothing() {
     let (mut server, url) = server();
     let signer = Arc::new(AuditSigner::generate());
     let options = chain_options("main", &signer);
-    let chain = options.chain.clone();
+    let chain = options.chain().clone();
     let pipeline = AuditPipeline::builder(sink_factory(
         url.clone(),
         options,
@@ -118,7 +118,7 @@ async fn an_outage_past_the_retry_budget_goes_to_the_fallback_file_and_replays_o
     let (mut server, url) = server();
     let signer = Arc::new(AuditSigner::generate());
     let options = chain_options("main", &signer);
-    let chain = options.chain.clone();
+    let chain = options.chain().clone();
     let dir = tempfile::tempdir().unwrap();
     let fallback = dir.path().join("fallback.jsonl");
     let factory = sink_factory(url.clone(), options.clone(), PostgresOptions::default());

@@ -18,7 +18,7 @@ fn receipts(outcomes: &[AppendOutcome]) -> Vec<(u64, bool)> {
         .iter()
         .map(|outcome| match outcome {
             AppendOutcome::Appended(receipt) => (receipt.seq, receipt.already_present),
-            AppendOutcome::DeadLettered { reason } => panic!("dead-lettered: {reason}"),
+            other => panic!("not appended: {other:?}"),
         })
         .collect()
 }
@@ -63,7 +63,7 @@ async fn dead_letters_are_listed_and_replayed_once() {
     let (_server, url) = server();
     let signer = Arc::new(AuditSigner::generate());
     let options = chain_options("main", &signer);
-    let chain = options.chain.clone();
+    let chain = options.chain().clone();
     let mut sink = sink(&url, options).await;
     let batch = events(0, 5);
     sink.append_batch(&batch[..1]).await.unwrap();

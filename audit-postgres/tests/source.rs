@@ -159,7 +159,7 @@ async fn rows_forged_at_seq_zero_negative_and_min_are_out_of_range() {
             everything.failures
         );
     }
-    let report = verify_chain(&url, &signer, &clean.options().chain).await;
+    let report = verify_chain(&url, &signer, clean.options().chain()).await;
     assert!(report.is_ok(), "{:?}", report.failures);
 }
 

@@ -18,12 +18,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use audit_core::AuditEvent;
 use audit_core::chain_writer::{ChainSinkOptions, CheckpointPolicy};
 use audit_core::keys::AuditSigner;
 use audit_core::pipeline::AuditPipeline;
 use audit_core::sink::{AuditSink, ErrorClass, SinkError};
 use audit_core::tee::{MirrorFailures, Tee};
-use audit_core::{AuditEvent, ChainId};
 use audit_s3_jsonl::{ArchiveFactory, ArchiveOptions};
 use audit_testkit::servers::s3::MotoServer;
 use object_store::ObjectStore;
@@ -46,15 +46,10 @@ fn events(count: usize) -> Result<Vec<AuditEvent>, BoxError> {
 }
 
 fn options(signer: &Arc<AuditSigner>) -> ChainSinkOptions {
-    ChainSinkOptions {
-        chain: ChainId::default(),
-        signer: Some(signer.clone()),
-        checkpoints: CheckpointPolicy {
-            every_records: Some(10_000),
-            every: None,
-        },
-        ..ChainSinkOptions::default()
-    }
+    ChainSinkOptions::signed(signer.clone()).with_checkpoints(CheckpointPolicy {
+        every_records: Some(10_000),
+        every: None,
+    })
 }
 
 /// Where the sinks of one measurement write.

@@ -103,6 +103,7 @@ pub fn probe_dir(prefix: &Path) -> Path {
 
 /// What an object under the prefix is.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Object {
     /// `P/C/records/{first_seq:020}.jsonl`.
     Segment {

@@ -38,7 +38,7 @@
 //!
 //! let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
 //! let prefix = Path::from("archive");
-//! let mut sink = open_sink(store.clone(), prefix.clone(), ChainSinkOptions::default(), ArchiveOptions::default()).await?;
+//! let mut sink = open_sink(store.clone(), prefix.clone(), ChainSinkOptions::unsigned(), ArchiveOptions::default()).await?;
 //! sink.append_batch(&[AuditEvent::new("t", "a", serde_json::json!(1)).unwrap()]).await.unwrap();
 //! let source = ArchiveSource::new(store, prefix);
 //! let report = verify_source(&source, &Keyring::new(), SourceVerifyOptions::default()).await.unwrap();

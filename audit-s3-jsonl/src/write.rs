@@ -32,7 +32,7 @@
 //! use object_store::{memory::InMemory, path::Path};
 //!
 //! let store = Arc::new(InMemory::new());
-//! let mut sink = open_sink(store, Path::from("archive"), ChainSinkOptions::default(), ArchiveOptions::default()).await?;
+//! let mut sink = open_sink(store, Path::from("archive"), ChainSinkOptions::unsigned(), ArchiveOptions::default()).await?;
 //! let event = AuditEvent::new("demo", "agent:a", serde_json::json!({"n": 1})).unwrap();
 //! let outcomes = sink.append_batch(&[event.clone()]).await.unwrap();
 //! let again = sink.append_batch(&[event]).await.unwrap();
@@ -827,7 +827,7 @@ impl ArchiveFactory {
         let chain = ObjectStoreChain::open_with(
             self.store.clone(),
             self.prefix.clone(),
-            self.chain_options.chain.clone(),
+            self.chain_options.chain().clone(),
             self.archive_options,
             self.state.clone(),
         )

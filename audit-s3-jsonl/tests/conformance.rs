@@ -28,15 +28,12 @@ use object_store::path::Path;
 
 /// Signed records, a checkpoint every 10 records.
 fn chain_options(chain: &ChainId, signer: &Arc<AuditSigner>) -> ChainSinkOptions {
-    ChainSinkOptions {
-        chain: chain.clone(),
-        signer: Some(signer.clone()),
-        checkpoints: CheckpointPolicy {
+    ChainSinkOptions::signed(signer.clone())
+        .for_chain(chain.clone())
+        .with_checkpoints(CheckpointPolicy {
             every_records: Some(10),
             every: None,
-        },
-        ..ChainSinkOptions::default()
-    }
+        })
 }
 
 /// What the suite needs: the archive's read side over the store itself

@@ -176,11 +176,10 @@ fn other_chain_line(seq: u64) -> String {
 
 /// Writes the base chain under `prefix`.
 async fn base_chain(store: &Arc<dyn ObjectStore>, prefix: &Path, signer: &Arc<AuditSigner>) {
-    let mut options = common::options("default", signer);
-    options.checkpoints = CheckpointPolicy {
+    let options = common::options("default", signer).with_checkpoints(CheckpointPolicy {
         every_records: Some(6),
         every: None,
-    };
+    });
     let mut sink = open_sink(
         store.clone(),
         prefix.clone(),

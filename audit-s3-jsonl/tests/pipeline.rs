@@ -94,11 +94,10 @@ async fn producers_lose_nothing_when_the_server_is_killed_and_restarted_mid_run(
     let store: Arc<dyn ObjectStore> = copying.clone();
     let prefix = Path::from("pipeline");
     let signer = Arc::new(AuditSigner::generate());
-    let mut options = common::options("default", &signer);
-    options.checkpoints = CheckpointPolicy {
+    let options = common::options("default", &signer).with_checkpoints(CheckpointPolicy {
         every_records: Some(200),
         every: None,
-    };
+    });
     let factory = ArchiveFactory::new(store, prefix.clone(), options, ArchiveOptions::default());
     let dir = tempfile::tempdir().unwrap();
     let pipeline = AuditPipeline::builder(factory)

@@ -41,7 +41,7 @@ async fn four_writers_race_on_one_prefix_and_every_acknowledged_event_is_there_o
                             assert!(!receipt.already_present);
                             acknowledged.push((event.id().to_owned(), receipt.seq));
                         }
-                        AppendOutcome::DeadLettered { reason } => panic!("dead-lettered: {reason}"),
+                        other => panic!("not appended: {other:?}"),
                     }
                 }
             }

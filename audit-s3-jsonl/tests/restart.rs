@@ -91,7 +91,7 @@ fn acknowledge(
                 assert!(!receipt.already_present);
                 acknowledged.push((event.id().to_owned(), receipt.seq));
             }
-            AppendOutcome::DeadLettered { reason } => panic!("dead-lettered: {reason}"),
+            other => panic!("not appended: {other:?}"),
         }
     }
 }

@@ -24,12 +24,11 @@ async fn deleting_the_tail_and_its_checkpoints_is_caught_by_published_checkpoint
     let primary: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let prefix = Path::from("db");
     let signer = Arc::new(AuditSigner::generate());
-    let mut options = common::options("ledger", &signer);
-    options.checkpoints = CheckpointPolicy {
+    let options = common::options("ledger", &signer).with_checkpoints(CheckpointPolicy {
         every_records: Some(10),
         every: None,
-    };
-    options.publisher = Some(Arc::new(ObjectStoreCheckpointPublisher::new(
+    });
+    let options = options.with_publisher(Arc::new(ObjectStoreCheckpointPublisher::new(
         published.clone(),
         Path::default(),
     )));
@@ -47,7 +46,7 @@ async fn deleting_the_tail_and_its_checkpoints_is_caught_by_published_checkpoint
             .unwrap();
     }
     sink.checkpoint().await.unwrap();
-    let chain = options.chain.clone();
+    let chain = options.chain().clone();
     let external = common::checkpoints(&published, &Path::default(), &chain).await;
     let external_seqs: Vec<u64> = external.iter().map(|checkpoint| checkpoint.seq).collect();
     assert_eq!(external_seqs, [10, 20, 30]);

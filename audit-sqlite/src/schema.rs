@@ -91,6 +91,7 @@ INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', '2');
 
 /// What a file holds, once inspected.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SchemaState {
     /// A database without any table (or a file of zero bytes).
     Empty,

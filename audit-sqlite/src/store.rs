@@ -34,6 +34,7 @@ use crate::schema;
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Durability {
     /// `synchronous=FULL`: a commit survives power loss (the default).
     #[default]

@@ -49,7 +49,11 @@ async fn the_sqlite_sink_passes_the_conformance_suite_unsigned() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
     prepare(&path);
-    let factory = sink_factory(&path, ChainSinkOptions::default(), SqliteOptions::default());
+    let factory = sink_factory(
+        &path,
+        ChainSinkOptions::unsigned(),
+        SqliteOptions::default(),
+    );
     conformance::run(factory, capabilities(path, Keyring::new())).await;
 }
 
@@ -61,10 +65,7 @@ async fn the_sqlite_sink_passes_the_conformance_suite_signed() {
     let signer = Arc::new(AuditSigner::generate());
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
-    let options = ChainSinkOptions {
-        signer: Some(signer),
-        ..ChainSinkOptions::default()
-    };
+    let options = ChainSinkOptions::signed(signer);
     let factory = sink_factory(&path, options, SqliteOptions::default());
     let caps = capabilities(path, keyring).verify_options(audit_core::chain::VerifyOptions {
         require_signed: true,

@@ -123,7 +123,7 @@ async fn writer() {
         busy_timeout: Duration::from_secs(20),
         ..SqliteOptions::default()
     };
-    let mut sink = open_sink(&path, ChainSinkOptions::default(), options)
+    let mut sink = open_sink(&path, ChainSinkOptions::unsigned(), options)
         .await
         .unwrap();
     let stop_after_failures = number_or("AUDIT_STOP_AFTER_FAILURES", usize::MAX);
@@ -146,6 +146,7 @@ async fn writer() {
                     let tag = match outcome {
                         AppendOutcome::Appended(_) => "ack",
                         AppendOutcome::DeadLettered { .. } => "dead",
+                        other => panic!("an outcome this test does not know: {other:?}"),
                     };
                     writeln!(stdout, "{tag} {}", event.id()).unwrap();
                 }
@@ -383,14 +384,14 @@ fn disk_full() {
     assert_eq!(verify_ok(&path), acks.ack.len() as u64);
 
     // Space again: replay both the table and the fallback file.
-    let options = ChainSinkOptions::default();
+    let options = ChainSinkOptions::unsigned();
     let from_table = replay(&path, &options);
     assert_eq!(from_table.appended as usize, acks.dead.len());
     let from_file = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut sink = open_sink(&path, options.clone(), SqliteOptions::default())
             .await
             .unwrap();
-        file.replay_into(&mut sink, &options.chain).await.unwrap()
+        file.replay_into(&mut sink, options.chain()).await.unwrap()
     });
     assert_eq!(from_file.appended as usize, acks.fallback.len());
     assert!(from_file.is_complete(), "{from_file:?}");
@@ -431,7 +432,7 @@ fn held_lock() {
             busy_timeout: Duration::from_millis(200),
             ..SqliteOptions::default()
         };
-        let mut sink = open_sink(&path, ChainSinkOptions::default(), options)
+        let mut sink = open_sink(&path, ChainSinkOptions::unsigned(), options)
             .await
             .unwrap();
         let event = refusal("lock", 1);

@@ -28,14 +28,10 @@ fn signed_options() -> (ChainSinkOptions, Keyring) {
     let signer = Arc::new(AuditSigner::generate());
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
-    let options = ChainSinkOptions {
-        signer: Some(signer),
-        checkpoints: CheckpointPolicy {
-            every_records: Some(100),
-            every: None,
-        },
-        ..ChainSinkOptions::default()
-    };
+    let options = ChainSinkOptions::signed(signer).with_checkpoints(CheckpointPolicy {
+        every_records: Some(100),
+        every: None,
+    });
     (options, keyring)
 }
 
@@ -94,9 +90,13 @@ async fn batches_append_in_order_with_signatures_and_checkpoints() {
 async fn an_event_id_already_in_the_chain_keeps_its_record() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let mut sink = open_sink(&path, ChainSinkOptions::default(), SqliteOptions::default())
-        .await
-        .unwrap();
+    let mut sink = open_sink(
+        &path,
+        ChainSinkOptions::unsigned(),
+        SqliteOptions::default(),
+    )
+    .await
+    .unwrap();
     let events: Vec<AuditEvent> = (0..5).map(event).collect();
     sink.append_batch(&events[..3]).await.unwrap();
     let retried = vec![
@@ -119,12 +119,20 @@ async fn an_event_id_already_in_the_chain_keeps_its_record() {
 async fn a_second_sink_on_the_same_file_continues_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let mut one = open_sink(&path, ChainSinkOptions::default(), SqliteOptions::default())
-        .await
-        .unwrap();
-    let mut two = open_sink(&path, ChainSinkOptions::default(), SqliteOptions::default())
-        .await
-        .unwrap();
+    let mut one = open_sink(
+        &path,
+        ChainSinkOptions::unsigned(),
+        SqliteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut two = open_sink(
+        &path,
+        ChainSinkOptions::unsigned(),
+        SqliteOptions::default(),
+    )
+    .await
+    .unwrap();
     for round in 0..10 {
         one.append_batch(&[event(round), event(round + 100)])
             .await
@@ -147,7 +155,7 @@ async fn dead_letters_are_listed_and_replayed_once() {
     let events: Vec<AuditEvent> = (0..6).map(event).collect();
     sink.append_batch(&events[..2]).await.unwrap();
     let chain = ChainId::default();
-    let signer = options.signer.clone().unwrap();
+    let signer = options.signer().cloned().unwrap();
     let letters: Vec<DeadLetter> = events[1..]
         .iter()
         .map(|event| DeadLetter::new(&chain, event, "disk full", 3).authenticated(&signer))
@@ -199,15 +207,19 @@ async fn dead_letters_are_listed_and_replayed_once() {
 async fn an_unreadable_dead_letter_stays_and_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let mut sink = open_sink(&path, ChainSinkOptions::default(), SqliteOptions::default())
-        .await
-        .unwrap();
+    let mut sink = open_sink(
+        &path,
+        ChainSinkOptions::unsigned(),
+        SqliteOptions::default(),
+    )
+    .await
+    .unwrap();
     let mut letter = DeadLetter::new(&ChainId::default(), &event(1), "x", 1);
     letter.event_json = "{not json".into();
     let good = DeadLetter::new(&ChainId::default(), &event(2), "x", 1);
     sink.store_mut().dead_letter(&[letter, good]).await.unwrap();
     drop(sink);
-    let report = replay(&path, &ChainSinkOptions::default());
+    let report = replay(&path, &ChainSinkOptions::unsigned());
     assert_eq!(report.appended, 1);
     assert_eq!(report.unreadable.len(), 1);
     assert!(

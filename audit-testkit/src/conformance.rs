@@ -184,6 +184,7 @@ fn receipts(check: &str, outcomes: &[AppendOutcome]) -> Vec<Receipt> {
                     "conformance {check}: an event was dead-lettered on a healthy sink: {reason}"
                 )
             }
+            other => panic!("conformance {check}: an outcome this suite does not know: {other:?}"),
         })
         .collect()
 }

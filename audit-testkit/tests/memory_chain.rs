@@ -30,11 +30,7 @@ async fn memory_chain_passes_conformance_signed() {
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
     let chain = MemoryChain::new();
-    let options = ChainSinkOptions {
-        signer: Some(signer),
-        sign_mode: SignMode::EveryRecord,
-        ..ChainSinkOptions::default()
-    };
+    let options = ChainSinkOptions::signed(signer).with_sign_mode(SignMode::EveryRecord);
     conformance::run(chain.factory(options), memory_caps(&chain, keyring)).await;
     assert!(chain.len() > 100, "the suite wrote {} records", chain.len());
     assert_eq!(chain.dead_letters().len(), 3);
@@ -44,7 +40,7 @@ async fn memory_chain_passes_conformance_signed() {
 async fn memory_chain_passes_conformance_unsigned() {
     let chain = MemoryChain::new();
     conformance::run(
-        chain.factory(ChainSinkOptions::default()),
+        chain.factory(ChainSinkOptions::unsigned()),
         memory_caps(&chain, Keyring::new()),
     )
     .await;
@@ -53,8 +49,8 @@ async fn memory_chain_passes_conformance_unsigned() {
 #[tokio::test]
 async fn memory_chain_concurrent_writers_really_race() {
     let chain = MemoryChain::new();
-    let mut left = chain.sink(ChainSinkOptions::default());
-    let mut right = chain.sink(ChainSinkOptions::default());
+    let mut left = chain.sink(ChainSinkOptions::unsigned());
+    let mut right = chain.sink(ChainSinkOptions::unsigned());
     let batch = |name: &str| conformance::events(name, 3);
     for _ in 0..10 {
         let (a, b) = (batch("l"), batch("r"));
@@ -73,7 +69,7 @@ async fn memory_chain_concurrent_writers_really_race() {
 #[tokio::test]
 async fn a_dead_letter_store_failure_is_an_error() {
     let chain = MemoryChain::new();
-    let mut sink = chain.sink(ChainSinkOptions::default());
+    let mut sink = chain.sink(ChainSinkOptions::unsigned());
     chain.fail_next_appends(1, ErrorClass::Permanent);
     chain.fail_next_dead_letters(1);
     assert!(

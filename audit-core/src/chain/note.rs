@@ -129,6 +129,7 @@ pub enum NoteError {
 
 /// The kind of key behind a vkey.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum KeyType {
     /// An Ed25519 note signature over the body (type 0x01): a log's key.
     Ed25519,

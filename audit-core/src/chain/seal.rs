@@ -8,6 +8,7 @@ use crate::keys::AuditSigner;
 
 /// Which records carry a signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SignMode {
     /// Every record is signed (when a key is set).
     #[default]

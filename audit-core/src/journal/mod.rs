@@ -54,6 +54,7 @@ use crate::event::{AuditEvent, EventLimits};
 
 /// What to do when the journal is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum WhenFull {
     /// Wait until the sink catches up and segments are freed.
     #[default]
@@ -359,6 +360,11 @@ impl Journal {
             drop(table);
             self.shared.space.notify_waiters();
         }
+    }
+
+    /// The most bytes the journal may hold (its configured `max_bytes`).
+    pub fn max_bytes(&self) -> u64 {
+        self.shared.config.max_bytes
     }
 
     /// Bytes and segment files the journal holds now.

@@ -50,6 +50,9 @@ pub(crate) fn settle(
     let mut seq_range: Option<(u64, u64)> = None;
     let mut chain = None;
     let mut replies = Vec::new();
+    if let Some(oldest) = batch.iter().map(|envelope| envelope.submitted_at).min() {
+        metrics.durable(oldest);
+    }
     for (mut envelope, outcome) in batch.into_iter().zip(outcomes) {
         envelope.release_journal_entry();
         let answer = match outcome {
@@ -110,6 +113,9 @@ pub(crate) fn settle_lost(metrics: &PipelineMetrics, batch: Vec<Envelope>, reaso
 
 /// Settles a batch written to the fallback file.
 pub(crate) fn settle_fallback(metrics: &PipelineMetrics, batch: Vec<Envelope>, reason: &str) {
+    if let Some(oldest) = batch.iter().map(|envelope| envelope.submitted_at).min() {
+        metrics.durable(oldest);
+    }
     metrics.resolve(0, batch.len() as u64, 0);
     for mut envelope in batch {
         envelope.release_journal_entry();

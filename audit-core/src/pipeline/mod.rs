@@ -153,6 +153,7 @@ use supervisor::{Supervisor, SupervisorConfig, SupervisorExit};
 
 /// What the queue does when it is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Backpressure {
     /// No limit: `submit` always queues (the default, as in the original queue).
     #[default]
@@ -173,6 +174,7 @@ pub enum Backpressure {
 
 /// Why an event was not queued, or what became of it instead of a receipt.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubmitError {
     /// The bounded queue is full (`Reject` mode, or `try_submit`); the event is returned.
     #[error("audit queue is full; event {} not queued", event.id())]
@@ -245,7 +247,11 @@ pub struct PipelineBuilder {
     backpressure: Backpressure,
     name: String,
     journal: Option<(Journal, Recovered)>,
+    metrics_interval: Duration,
 }
+
+/// How often a pipeline publishes its metrics between batches, by default.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for PipelineBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -321,6 +327,15 @@ impl PipelineBuilder {
         self
     }
 
+    /// How often the metrics are published through the `metrics` facade
+    /// besides after every batch (default [`DEFAULT_METRICS_INTERVAL`]), so
+    /// that gauges such as the oldest queued event's age stay current while
+    /// a batch is slow; zero publishes after batches only.
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.metrics_interval = interval;
+        self
+    }
+
     /// Opens the durable admission journal now, recovering what it holds:
     /// the events found are delivered to the sink first, before any new
     /// event (idempotently: sinks skip ids already in the chain), and
@@ -336,20 +351,50 @@ impl PipelineBuilder {
     /// # Panics
     /// When called outside a tokio runtime (as `tokio::spawn` does).
     pub fn spawn(self) -> AuditPipeline {
+        crate::metrics::describe_metrics();
         let metrics = Arc::new(PipelineMetrics::new(self.name));
         let (journal, recovered) = self.journal.unzip();
+        if let Some(journal) = &journal {
+            metrics.attach_journal(journal.clone());
+        }
         let (queue, receiver) = queue::channel(self.backpressure, metrics.clone(), journal.clone());
         let backlog = recovered_backlog(journal, recovered, &metrics);
         let (stop, stop_signal) = oneshot::channel();
         let supervisor = Supervisor::new(self.factory, self.config, metrics.clone());
         let join = tokio::spawn(supervisor.run(backlog, receiver, stop_signal));
+        let publisher = publish_periodically(&metrics, self.metrics_interval);
         AuditPipeline {
             queue: Some(queue),
             metrics,
             stop: Some(stop),
             join: Some(join),
+            publisher,
         }
     }
+}
+
+/// Publishes `metrics` every `interval` until the pipeline ends (the task is
+/// aborted then); none for a zero interval.
+fn publish_periodically(
+    metrics: &Arc<PipelineMetrics>,
+    interval: Duration,
+) -> Option<JoinHandle<()>> {
+    if interval.is_zero() {
+        return None;
+    }
+    let metrics = Arc::downgrade(metrics);
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match metrics.upgrade() {
+                Some(metrics) => metrics.publish(),
+                None => break,
+            }
+        }
+    }))
 }
 
 /// The events a journal held at open, admitted (counted submitted and in
@@ -386,6 +431,8 @@ pub struct AuditPipeline {
     metrics: Arc<PipelineMetrics>,
     stop: Option<oneshot::Sender<()>>,
     join: Option<JoinHandle<SupervisorExit>>,
+    /// Publishes the metrics between batches.
+    publisher: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for AuditPipeline {
@@ -406,6 +453,7 @@ impl AuditPipeline {
             backpressure: Backpressure::default(),
             name: "default".into(),
             journal: None,
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The producer side: [`AuditQueue`] and its channel.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,6 +20,8 @@ pub(crate) struct Envelope {
     pub(crate) event: AuditEvent,
     pub(crate) reply: Option<Reply>,
     pub(crate) journaled: Option<Journaled>,
+    /// When it was submitted (or recovered from the journal).
+    pub(crate) submitted_at: Instant,
 }
 
 impl Envelope {
@@ -27,6 +30,7 @@ impl Envelope {
             event,
             reply,
             journaled: None,
+            submitted_at: Instant::now(),
         }
     }
 

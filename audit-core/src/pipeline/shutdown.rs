@@ -64,6 +64,10 @@ impl AuditPipeline {
                 Err(_) => report.timed_out = true,
             }
         }
+        if let Some(publisher) = self.publisher.take() {
+            publisher.abort();
+        }
+        self.metrics.publish();
         report.metrics = self.metrics.snapshot();
         if report.timed_out {
             tracing::error!(
@@ -85,6 +89,9 @@ pub async fn close_and_flush(queue: AuditQueue, mut pipeline: AuditPipeline) -> 
 
 impl Drop for AuditPipeline {
     fn drop(&mut self) {
+        if let Some(publisher) = self.publisher.take() {
+            publisher.abort();
+        }
         if self.join.is_some() {
             tracing::error!(
                 pipeline = self.metrics.name(),

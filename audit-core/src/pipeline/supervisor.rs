@@ -122,7 +122,8 @@ impl Supervisor {
                 break;
             }
             let taken = std::mem::replace(&mut batch, Vec::with_capacity(max_batch.min(4096)));
-            self.metrics.dequeued(taken.len());
+            self.metrics
+                .dequeued(taken.len(), taken.last().map(|last| last.submitted_at));
             self.deliver(taken).await;
             self.metrics.publish();
         }
@@ -145,7 +146,8 @@ impl Supervisor {
         let mut backlog = backlog.into_iter().peekable();
         while backlog.peek().is_some() {
             let batch: Vec<Envelope> = backlog.by_ref().take(self.config.max_batch).collect();
-            self.metrics.dequeued(batch.len());
+            self.metrics
+                .dequeued(batch.len(), batch.last().map(|last| last.submitted_at));
             self.deliver(batch).await;
             self.metrics.publish();
         }

@@ -31,15 +31,12 @@ pub fn events(from: usize, n: usize) -> Vec<AuditEvent> {
 
 /// Chain options for `chain` signed by `signer`, no scheduled checkpoints.
 pub fn chain_options(chain: &str, signer: &Arc<AuditSigner>) -> ChainSinkOptions {
-    ChainSinkOptions {
-        chain: ChainId::new(chain).unwrap(),
-        signer: Some(signer.clone()),
-        checkpoints: CheckpointPolicy {
+    ChainSinkOptions::signed(signer.clone())
+        .for_chain(ChainId::new(chain).unwrap())
+        .with_checkpoints(CheckpointPolicy {
             every_records: None,
             every: None,
-        },
-        ..ChainSinkOptions::default()
-    }
+        })
 }
 
 /// A sink on `url`.

@@ -74,9 +74,9 @@ pub async fn write_events(job: &WriterJob) -> f64 {
     let signer = Arc::new(AuditSigner::load(&job.key).unwrap());
     let mut options = super::chain_options("shared", &signer);
     if !job.sign_records {
-        options.sign_mode = SignMode::CheckpointsOnly;
+        options = options.with_sign_mode(SignMode::CheckpointsOnly);
     }
-    let chain = options.chain.clone();
+    let chain = options.chain().clone();
     let factory = sink_factory(job.url.clone(), options, PostgresOptions::default());
     let pipeline = AuditPipeline::builder(factory)
         .max_batch(job.batch)

@@ -33,15 +33,12 @@ pub fn events(writer: &str, count: usize) -> Vec<AuditEvent> {
 
 /// Options for chain `chain`, signed by `signer`, no automatic checkpoints.
 pub fn options(chain: &str, signer: &Arc<AuditSigner>) -> ChainSinkOptions {
-    ChainSinkOptions {
-        chain: ChainId::new(chain).unwrap(),
-        signer: Some(signer.clone()),
-        checkpoints: CheckpointPolicy {
+    ChainSinkOptions::signed(signer.clone())
+        .for_chain(ChainId::new(chain).unwrap())
+        .with_checkpoints(CheckpointPolicy {
             every_records: None,
             every: None,
-        },
-        ..ChainSinkOptions::default()
-    }
+        })
 }
 
 /// The keyring of `signer`.
@@ -147,7 +144,7 @@ pub fn seqs(outcomes: &[AppendOutcome]) -> Vec<(u64, bool)> {
         .iter()
         .map(|outcome| match outcome {
             AppendOutcome::Appended(receipt) => (receipt.seq, receipt.already_present),
-            AppendOutcome::DeadLettered { reason } => panic!("dead-lettered: {reason}"),
+            other => panic!("not appended: {other:?}"),
         })
         .collect()
 }

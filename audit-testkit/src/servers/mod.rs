@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 /// Why a test server could not be started or driven.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ServerError {
     /// A program the server needs is not installed.
     MissingBinary {

@@ -49,6 +49,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why moto's server could not be started or driven.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     /// The venv with moto is not installed.
     #[error(

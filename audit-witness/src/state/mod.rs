@@ -59,6 +59,7 @@ use crate::protocol::TreeHead;
 
 /// The outcome of [`WitnessState::compare_and_swap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Swap {
     /// The new head is stored.
     Stored,

@@ -39,6 +39,7 @@ pub async fn check_linearizable(state: Arc<dyn WitnessState>, origin: &str) {
                 match state.compare_and_swap(&origin, latest, new).await.unwrap() {
                     Swap::Stored => stored.lock().unwrap().push((latest, new)),
                     Swap::Conflict { current } => assert_ne!(current, latest),
+                    other => panic!("an outcome this test does not know: {other:?}"),
                 }
             }
         }));
