@@ -152,6 +152,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     let limits = Limits {
         signs_one_core: measure::signs_per_s_one_core(&signer, SIGNS_PER_CORE),
         signs_all_cores: measure::signs_per_s_all_cores(&signer, SIGNS_PER_CORE),
+        verifies_all_cores: measure::verifies_per_s_all_cores(&signer, SIGNS_PER_CORE / 2),
         raw_insert: raw_insert_rate(&sibling(&path, "raw"), &signer, sign_mode, events)?,
     };
     let report = Report {
@@ -415,7 +416,24 @@ fn submit_timed(queue: &AuditQueue, event: AuditEvent, produced: &mut Produced) 
 struct Limits {
     signs_one_core: f64,
     signs_all_cores: f64,
+    /// Strict signature verifications per second on all cores.
+    verifies_all_cores: f64,
     raw_insert: f64,
+}
+
+impl Limits {
+    /// The pipeline's ceiling when every record is signed and the store's
+    /// work overlaps perfectly with signing: per event, signing takes
+    /// `cores / signs_all_cores` core-seconds and the insert at most
+    /// `1 / raw_insert` (one thread, its fsync counted as work), so no
+    /// schedule on `cores` cores beats `cores / (cores / S + 1 / I)`.
+    fn overlapped(&self) -> f64 {
+        let cores = measure::cores() as f64;
+        if self.signs_all_cores <= 0.0 || self.raw_insert <= 0.0 {
+            return 0.0;
+        }
+        cores / (cores / self.signs_all_cores + 1.0 / self.raw_insert)
+    }
 }
 
 /// Rows per second the store absorbs: `events` pre-sealed rows (signature
@@ -514,7 +532,11 @@ impl Report<'_> {
     }
 
     fn limit_fraction(&self) -> f64 {
-        let (limit, _) = self.limit();
+        self.fraction_of(self.limit().0)
+    }
+
+    /// The pipeline's rate over `limit` (0 for no limit).
+    fn fraction_of(&self, limit: f64) -> f64 {
         if limit > 0.0 {
             self.pipeline.events_per_s() / limit
         } else {
@@ -537,6 +559,9 @@ impl Report<'_> {
             "producers": self.args.producers.max(1),
             "signs_per_s_one_core": self.limits.signs_one_core,
             "signs_per_s_all_cores": self.limits.signs_all_cores,
+            "verify_strict_per_s_all_cores": self.limits.verifies_all_cores,
+            "overlapped_limit_events_per_s": self.limits.overlapped(),
+            "overlapped_limit_fraction": self.fraction_of(self.limits.overlapped()),
             "raw_insert_rows_per_s": self.limits.raw_insert,
             "pipeline_events_per_s": self.pipeline.events_per_s(),
             "pipeline_appended": self.pipeline.appended,
@@ -558,6 +583,11 @@ impl Report<'_> {
             "build_ns_per_event": self.pipeline.build_ns_per_event,
             "verify_ok": self.verify.ok,
             "verify_records_per_s": self.verify_per_s(),
+            "verify_fraction_of_signature_limit": if self.limits.verifies_all_cores > 0.0 {
+                self.verify_per_s() / self.limits.verifies_all_cores
+            } else {
+                0.0
+            },
             "peak_memory_bytes": proc_status_bytes("VmHWM"),
             "peak_queue_depth": self.pipeline.peak_queue_depth,
             "bytes_per_queued_event": self.queue_memory.bytes_per_event(),
@@ -579,6 +609,15 @@ impl Report<'_> {
         println!(
             "raw inserts      {:>10.0} rows/s ({MAX_BATCH} rows per transaction)",
             self.limits.raw_insert
+        );
+        println!(
+            "overlap limit    {:>10.0} events/s (signing and inserts perfectly overlapped on every core; the pipeline is at {:.1}%)",
+            self.limits.overlapped(),
+            self.fraction_of(self.limits.overlapped()) * 100.0
+        );
+        println!(
+            "verify limit     {:>10.0} strict signature checks/s on all cores",
+            self.limits.verifies_all_cores
         );
         println!(
             "baseline         {:>10.0} events/s ({} events, one per transaction, each signed)",

@@ -283,6 +283,24 @@ impl PublicKey {
     pub fn verifying_key(&self) -> &VerifyingKey {
         &self.key
     }
+
+    /// Whether `signature` is a signature of `digest` under this key by
+    /// strict Ed25519 verification, as the verifier checks record
+    /// signatures (FORMAT.md section 4).
+    ///
+    /// ```
+    /// use audit_core::keys::AuditSigner;
+    /// use audit_core::Digest;
+    /// let signer = AuditSigner::generate();
+    /// let digest = Digest([1; 32]);
+    /// let signature = signer.sign(&digest);
+    /// assert!(signer.public_key().verifies(&digest, &signature));
+    /// assert!(!signer.public_key().verifies(&Digest([2; 32]), &signature));
+    /// ```
+    pub fn verifies(&self, digest: &Digest, signature: &[u8; 64]) -> bool {
+        let signature = ed25519_dalek::Signature::from_bytes(signature);
+        self.key.verify_strict(digest.as_bytes(), &signature).is_ok()
+    }
 }
 
 impl fmt::Debug for PublicKey {

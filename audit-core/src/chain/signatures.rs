@@ -1,6 +1,9 @@
-//! Verification of record signatures in batches, on a worker thread when
-//! the machine has a spare core, so that parsing and hashing of the next
-//! records (on the caller's thread) overlap with the curve arithmetic.
+//! Verification of record signatures in batches, on one worker thread per
+//! core when the machine has more than one, so that the curve arithmetic
+//! (most of a signed record's cost) runs on every core while the caller's
+//! thread parses and hashes the next records. Each failure names its seq,
+//! and the report sorts failures, so the first failure stays exact
+//! whichever worker found it.
 //!
 //! Every signature is checked with strict Ed25519 verification
 //! (`verify_strict`), never with the cofactorless batch equation, which
@@ -8,7 +11,8 @@
 //! [`check_batch`]): a record accepted here is accepted by `verify_strict`.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
@@ -17,8 +21,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use super::verify::{Failure, FailureKind};
 use crate::digest::Digest;
 
-/// Batches queued for the worker at most (bounds memory).
-const QUEUED_BATCHES: usize = 4;
+/// Batches queued for the workers at most, per worker (bounds memory).
+const QUEUED_BATCHES_PER_WORKER: usize = 4;
 
 /// One signature to check, with where it came from.
 pub(super) struct PendingSignature {
@@ -29,12 +33,15 @@ pub(super) struct PendingSignature {
     pub signature: Signature,
 }
 
-/// The worker thread: where batches go, and what it found.
-type Worker = (SyncSender<Vec<PendingSignature>>, JoinHandle<Vec<Failure>>);
+/// The worker threads: where batches go, and what each found.
+type Workers = (
+    SyncSender<Vec<PendingSignature>>,
+    Vec<JoinHandle<Vec<Failure>>>,
+);
 
-/// Checks batches inline, or on one worker thread.
+/// Checks batches inline, or on worker threads.
 pub(super) struct SignatureChecker {
-    worker: Option<Worker>,
+    worker: Option<Workers>,
     started: bool,
     failures: Vec<Failure>,
 }
@@ -64,40 +71,64 @@ impl SignatureChecker {
         self.failures.extend(check_batch(&batch));
     }
 
-    /// Waits for the worker and returns every failure found.
+    /// Waits for the workers and returns every failure found.
     pub(super) fn finish(mut self) -> Vec<Failure> {
-        if let Some((jobs, handle)) = self.worker.take() {
+        if let Some((jobs, handles)) = self.worker.take() {
             drop(jobs);
-            match handle.join() {
-                Ok(failures) => self.failures.extend(failures),
-                Err(_) => self.failures.push(Failure {
-                    chain: String::new(),
-                    seq: 0,
-                    kind: FailureKind::BadSignature,
-                    detail: "the signature worker thread panicked; signatures were not all checked"
-                        .into(),
-                }),
+            for handle in handles {
+                match handle.join() {
+                    Ok(failures) => self.failures.extend(failures),
+                    Err(_) => self.failures.push(Failure {
+                        chain: String::new(),
+                        seq: 0,
+                        kind: FailureKind::BadSignature,
+                        detail:
+                            "a signature worker thread panicked; signatures were not all checked"
+                                .into(),
+                    }),
+                }
             }
         }
         self.failures
     }
 }
 
-fn spawn_worker() -> Option<Worker> {
-    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+/// One worker per core (none on one core: batches are checked inline).
+fn spawn_worker() -> Option<Workers> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if cores < 2 {
         return None;
     }
-    let (jobs, batches) = sync_channel::<Vec<PendingSignature>>(QUEUED_BATCHES);
-    let handle = std::thread::Builder::new()
-        .name("audit-verify-signatures".into())
-        .spawn(move || {
-            batches
-                .iter()
-                .flat_map(|batch| check_batch(&batch))
-                .collect()
+    let (jobs, batches) = sync_channel::<Vec<PendingSignature>>(QUEUED_BATCHES_PER_WORKER * cores);
+    let batches = Arc::new(Mutex::new(batches));
+    let handles: Vec<_> = (0..cores)
+        .filter_map(|index| {
+            let batches = batches.clone();
+            std::thread::Builder::new()
+                .name(format!("audit-verify-signatures-{index}"))
+                .spawn(move || check_batches(&batches))
+                .ok()
         })
-        .ok()?;
-    Some((jobs, handle))
+        .collect();
+    if handles.is_empty() {
+        return None;
+    }
+    Some((jobs, handles))
+}
+
+/// A worker's loop: takes the next batch until the channel closes.
+fn check_batches(batches: &Mutex<Receiver<Vec<PendingSignature>>>) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    loop {
+        let next = match batches.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        match next {
+            Ok(batch) => failures.extend(check_batch(&batch)),
+            Err(_) => return failures,
+        }
+    }
 }
 
 /// Checks every signature of `batch` exactly as FORMAT.md section 4 asks:
