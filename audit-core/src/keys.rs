@@ -299,7 +299,9 @@ impl PublicKey {
     /// ```
     pub fn verifies(&self, digest: &Digest, signature: &[u8; 64]) -> bool {
         let signature = ed25519_dalek::Signature::from_bytes(signature);
-        self.key.verify_strict(digest.as_bytes(), &signature).is_ok()
+        self.key
+            .verify_strict(digest.as_bytes(), &signature)
+            .is_ok()
     }
 }
 
