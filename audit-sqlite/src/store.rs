@@ -450,8 +450,10 @@ pub(crate) fn append_in(
     let head = read_head(transaction, plan.chain(), describe)?;
     let tree = crate::tree::catch_up(transaction, plan.chain(), head.seq, describe)?;
     let present = present_ids(transaction, plan.chain(), plan.ids(), describe)?;
-    let sealed = plan.seal(head, &tree, &present)?;
-    insert_records(transaction, sealed.records(), describe)?;
+    // Each chunk of records is inserted while the next is being signed.
+    let sealed = plan.seal_streaming(head, &tree, &present, |records| {
+        insert_records(transaction, records, describe)
+    })?;
     if sealed.appends() {
         crate::tree::store_tree(
             transaction,

@@ -111,6 +111,22 @@ impl BatchPlan {
         tree: &TreeFrontier,
         present: &PresentIds,
     ) -> Result<SealedBatch, SinkError> {
+        self.seal_streaming(head, tree, present, |_| Ok(()))
+    }
+
+    /// [`seal`](Self::seal), handing the new records to `write` in seq
+    /// order, a chunk at a time, while later chunks are still being signed
+    /// ([`Sealer::seal_batch_streaming`]): a store inserts each chunk as it
+    /// comes, so its writes overlap with the signing. The records are also
+    /// in the [`SealedBatch`] returned; an error of `write` is returned as
+    /// it is.
+    pub fn seal_streaming(
+        &self,
+        head: ChainHead,
+        tree: &TreeFrontier,
+        present: &PresentIds,
+        write: impl FnMut(&[Record]) -> Result<(), SinkError>,
+    ) -> Result<SealedBatch, SinkError> {
         if tree.size() != head.seq {
             return Err(SinkError::new(
                 format!("chain {}", self.chain()),
@@ -146,13 +162,14 @@ impl BatchPlan {
         // The common batch has no repeat and nothing already present: seal
         // it as it is, without copying its events.
         let records = if fresh.len() == self.events.len() {
-            self.sealer.seal_batch(head, &self.events)
+            self.sealer
+                .seal_batch_streaming(head, &self.events, write)?
         } else {
             let to_seal: Vec<AuditEvent> = fresh
                 .iter()
                 .map(|&index| self.events[index].clone())
                 .collect();
-            self.sealer.seal_batch(head, &to_seal)
+            self.sealer.seal_batch_streaming(head, &to_seal, write)?
         };
         let mut by_distinct: Vec<(ChainHead, bool)> = Vec::with_capacity(self.distinct.len());
         let mut sealed = records.iter();

@@ -1,6 +1,8 @@
 //! Sealing events onto a chain head: seq, prev, record hash, signature.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use super::{ChainHead, ChainId, EventColumns, Record, record_hash};
 use crate::event::AuditEvent;
@@ -79,6 +81,58 @@ impl Sealer {
         records
     }
 
+    /// Seals `events` onto `head` like [`seal_batch`](Self::seal_batch),
+    /// handing the records to `write` in seq order, a chunk at a time, as
+    /// soon as each chunk is signed: signing runs on one thread per core
+    /// while the calling thread writes the chunks before it, so a store's
+    /// inserts overlap with the signing of what follows instead of waiting
+    /// for all of it. The first error of `write` stops the signing of
+    /// chunks not yet started and is returned.
+    ///
+    /// ```
+    /// use audit_core::chain::{ChainHead, ChainId, Sealer, SignMode};
+    /// use audit_core::keys::AuditSigner;
+    /// use audit_core::AuditEvent;
+    /// let sealer = Sealer::new(ChainId::default(), Some(AuditSigner::generate().into()), SignMode::EveryRecord);
+    /// let events: Vec<AuditEvent> = (0..2_000)
+    ///     .map(|n| AuditEvent::new("t", "a", serde_json::json!(n)))
+    ///     .collect::<Result<_, _>>()?;
+    /// let mut written = Vec::new();
+    /// let records = sealer.seal_batch_streaming(ChainHead::EMPTY, &events, |chunk| {
+    ///     written.extend(chunk.iter().map(|record| record.seq));
+    ///     Ok::<_, std::convert::Infallible>(())
+    /// })?;
+    /// assert_eq!(written, (1..=2_000).collect::<Vec<u64>>());
+    /// assert_eq!(records, sealer.seal_batch(ChainHead::EMPTY, &events));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn seal_batch_streaming<E>(
+        &self,
+        head: ChainHead,
+        events: &[AuditEvent],
+        mut write: impl FnMut(&[Record]) -> Result<(), E>,
+    ) -> Result<Vec<Record>, E> {
+        let mut records = Vec::with_capacity(events.len());
+        let mut next = head;
+        for event in events {
+            let record = self.link(next, event);
+            next = record.head();
+            records.push(record);
+        }
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        match self.record_signer() {
+            Some(signer) if threads >= 2 && records.len() >= 2 * STREAM_CHUNK => {
+                sign_streaming(&mut records, signer, threads, &mut write)?;
+            }
+            Some(signer) => {
+                sign_all(&mut records, signer);
+                write(&records)?;
+            }
+            None => write(&records)?,
+        }
+        Ok(records)
+    }
+
     fn record_signer(&self) -> Option<&AuditSigner> {
         match self.mode {
             SignMode::EveryRecord => self.signer.as_deref(),
@@ -106,6 +160,59 @@ impl Sealer {
             sig: None,
         }
     }
+}
+
+/// Records signed and written together by
+/// [`Sealer::seal_batch_streaming`]: small enough that the first chunk is
+/// ready soon, large enough that a store's multi-row inserts stay full.
+const STREAM_CHUNK: usize = 512;
+
+/// Signs `records` in chunks of [`STREAM_CHUNK`] on `threads` workers, and
+/// writes each chunk in order on this thread once it is signed.
+fn sign_streaming<E>(
+    records: &mut [Record],
+    signer: &AuditSigner,
+    threads: usize,
+    write: &mut impl FnMut(&[Record]) -> Result<(), E>,
+) -> Result<(), E> {
+    let stop = AtomicBool::new(false);
+    let chunks = Mutex::new(records.chunks_mut(STREAM_CHUNK).enumerate());
+    std::thread::scope(|scope| {
+        let (signed, done) = mpsc::channel::<(usize, &mut [Record])>();
+        for _ in 0..threads {
+            let signed = signed.clone();
+            let (chunks, stop) = (&chunks, &stop);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let next = match chunks.lock() {
+                        Ok(mut chunks) => chunks.next(),
+                        Err(poisoned) => poisoned.into_inner().next(),
+                    };
+                    let Some((index, chunk)) = next else { break };
+                    chunk
+                        .iter_mut()
+                        .for_each(|record| sign_record(record, signer));
+                    if signed.send((index, chunk)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(signed);
+        let mut waiting = BTreeMap::new();
+        let mut next = 0;
+        for (index, chunk) in done {
+            waiting.insert(index, chunk);
+            while let Some(chunk) = waiting.remove(&next) {
+                if let Err(error) = write(chunk) {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(error);
+                }
+                next += 1;
+            }
+        }
+        Ok(())
+    })
 }
 
 fn sign_record(record: &mut Record, signer: &AuditSigner) {
