@@ -661,12 +661,17 @@ impl Verifier {
 
     fn check_event(&mut self, record: &Record) {
         let chain = record.chain.as_str();
-        let actual = Digest(sha2_digest(record.event_json.as_bytes()));
+        let parsed = AuditEvent::from_canonical_with(&record.event_json, self.options.limits);
+        // A parsed event's bytes are exactly E, so its hash is H(E).
+        let actual = match &parsed {
+            Ok(event) => event.event_hash(),
+            Err(_) => Digest(sha2_digest(record.event_json.as_bytes())),
+        };
         if actual != record.event_hash {
             let detail = format!("stored event_hash {}, H(E) is {actual}", record.event_hash);
             self.fail(chain, record.seq, FailureKind::EventHashMismatch, detail);
         }
-        let event = match AuditEvent::from_canonical_with(&record.event_json, self.options.limits) {
+        let event = match parsed {
             Ok(event) => event,
             Err(EventError::NotCanonical) => {
                 self.fail(
