@@ -170,14 +170,17 @@ fn pipeline(
 /// The journal's configuration: segments of at most a quarter of the byte
 /// bound, so closed segments free space as the sink catches up.
 fn journal_config(dir: &Path, args: &LoadArgs) -> JournalConfig {
-    let mut config = JournalConfig::new(dir);
-    config.max_bytes = args.journal_max_bytes;
-    config.segment_bytes = config.segment_bytes.min(args.journal_max_bytes / 4).max(1);
-    config.when_full = match args.journal_full {
-        JournalFull::Block => WhenFull::Block,
-        JournalFull::Reject => WhenFull::Reject,
-    };
+    let config = JournalConfig::new(dir).with_max_bytes(args.journal_max_bytes);
+    let segment_bytes = config
+        .segment_bytes()
+        .min(args.journal_max_bytes / 4)
+        .max(1);
     config
+        .with_segment_bytes(segment_bytes)
+        .with_when_full(match args.journal_full {
+            JournalFull::Block => WhenFull::Block,
+            JournalFull::Reject => WhenFull::Reject,
+        })
 }
 
 struct Outcome {

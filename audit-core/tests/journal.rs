@@ -82,13 +82,13 @@ async fn concurrent_appends_are_group_committed_and_all_recovered() {
 async fn resolved_segments_are_deleted_and_not_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = JournalConfig::new(dir.path().join("j"));
-    config.segment_bytes = 1024;
+    config = config.with_segment_bytes(1024);
     let (journal, _) = Journal::open(config.clone()).unwrap();
     let mut tickets = Vec::new();
     for n in 0..40 {
         tickets.push(journal.append(&event(n)).await.unwrap());
     }
-    assert!(segments(&config.dir).len() > 3);
+    assert!(segments(config.dir()).len() > 3);
     for ticket in &tickets[..30] {
         journal.resolve(*ticket);
     }
@@ -113,15 +113,15 @@ async fn a_fully_resolved_active_segment_is_deleted_and_appends_go_on_in_a_new_o
     let config = JournalConfig::new(dir.path().join("j"));
     let (journal, _) = Journal::open(config.clone()).unwrap();
     let first = journal.append(&event(1)).await.unwrap();
-    assert_eq!(segments(&config.dir).len(), 1);
+    assert_eq!(segments(config.dir()).len(), 1);
     journal.resolve(first);
     assert!(
-        segments(&config.dir).is_empty(),
+        segments(config.dir()).is_empty(),
         "a settled active segment was kept: a clean stop would replay it"
     );
     assert_eq!(journal.usage(), (0, 0));
     journal.append(&event(2)).await.unwrap();
-    assert_eq!(segments(&config.dir).len(), 1);
+    assert_eq!(segments(config.dir()).len(), 1);
     drop(journal);
     let (_journal, recovered) = Journal::open(config).unwrap();
     let kept: Vec<_> = recovered
@@ -138,7 +138,7 @@ async fn a_torn_last_frame_is_dropped_and_the_file_truncated() {
     let config = JournalConfig::new(dir.path().join("j"));
     let events: Vec<AuditEvent> = (0..3).map(event).collect();
     write(&config, &events).await;
-    let last = segments(&config.dir).pop().unwrap();
+    let last = segments(config.dir()).pop().unwrap();
     let intact = fs::read(&last).unwrap();
     // A crash mid-write: a header and half a payload.
     let mut torn = intact.clone();
@@ -156,7 +156,7 @@ async fn a_damaged_whole_last_frame_is_corruption_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let config = JournalConfig::new(dir.path().join("j"));
     write(&config, &(0..3).map(event).collect::<Vec<_>>()).await;
-    let last = segments(&config.dir).pop().unwrap();
+    let last = segments(config.dir()).pop().unwrap();
     let mut bytes = fs::read(&last).unwrap();
     let end = bytes.len();
     bytes[end - 5] ^= 0xff;
@@ -175,7 +175,7 @@ async fn a_last_frame_whose_end_did_not_reach_the_disk_is_torn() {
     let dir = tempfile::tempdir().unwrap();
     let config = JournalConfig::new(dir.path().join("j"));
     write(&config, &(0..3).map(event).collect::<Vec<_>>()).await;
-    let last = segments(&config.dir).pop().unwrap();
+    let last = segments(config.dir()).pop().unwrap();
     let mut bytes = fs::read(&last).unwrap();
     let end = bytes.len();
     bytes[end - 20..].fill(0);
@@ -189,7 +189,7 @@ async fn corruption_before_the_tail_stops_recovery_naming_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let config = JournalConfig::new(dir.path().join("j"));
     write(&config, &(0..3).map(event).collect::<Vec<_>>()).await;
-    let last = segments(&config.dir).pop().unwrap();
+    let last = segments(config.dir()).pop().unwrap();
     let mut bytes = fs::read(&last).unwrap();
     bytes[8 + 8 + 3] ^= 0x01; // inside the first frame's payload
     fs::write(&last, &bytes).unwrap();
@@ -210,9 +210,9 @@ async fn corruption_before_the_tail_stops_recovery_naming_file_and_offset() {
 async fn a_cut_frame_in_an_older_segment_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = JournalConfig::new(dir.path().join("j"));
-    config.segment_bytes = 600;
+    config = config.with_segment_bytes(600);
     write(&config, &(0..12).map(event).collect::<Vec<_>>()).await;
-    let files = segments(&config.dir);
+    let files = segments(config.dir());
     assert!(files.len() >= 2);
     let bytes = fs::read(&files[0]).unwrap();
     fs::write(&files[0], &bytes[..bytes.len() - 3]).unwrap();
@@ -229,10 +229,10 @@ async fn journals_that_others_can_write_are_refused() {
     let config = JournalConfig::new(dir.path().join("j"));
     write(&config, &[event(1)]).await;
     assert_eq!(
-        fs::metadata(&config.dir).unwrap().permissions().mode() & 0o777,
+        fs::metadata(config.dir()).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    let file = segments(&config.dir).pop().unwrap();
+    let file = segments(config.dir()).pop().unwrap();
     assert_eq!(
         fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
@@ -246,7 +246,7 @@ async fn journals_that_others_can_write_are_refused() {
     );
     fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
 
-    fs::set_permissions(&config.dir, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(config.dir(), fs::Permissions::from_mode(0o777)).unwrap();
     let error = Journal::open(config.clone()).unwrap_err();
     assert!(
         matches!(error, JournalError::InsecurePermissions { mode: 0o777, .. }),
@@ -262,7 +262,7 @@ async fn a_second_handle_on_the_same_directory_is_refused_until_the_first_is_dro
     let (journal, _) = Journal::open(config.clone()).unwrap();
     let error = Journal::open(config.clone()).unwrap_err();
     assert!(
-        matches!(error, JournalError::Locked { ref dir } if *dir == config.dir),
+        matches!(error, JournalError::Locked { ref dir } if *dir == config.dir()),
         "{error:?}"
     );
     drop(journal);
@@ -273,8 +273,8 @@ async fn a_second_handle_on_the_same_directory_is_refused_until_the_first_is_dro
 async fn a_full_journal_rejects_in_reject_mode() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = JournalConfig::new(dir.path().join("j"));
-    config.max_bytes = 600;
-    config.when_full = WhenFull::Reject;
+    config = config.with_max_bytes(600);
+    config = config.with_when_full(WhenFull::Reject);
     let (journal, _) = Journal::open(config).unwrap();
     let mut admitted = 0;
     let error = loop {
@@ -292,8 +292,8 @@ async fn a_full_journal_rejects_in_reject_mode() {
 async fn a_full_journal_blocks_in_block_mode_until_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = JournalConfig::new(dir.path().join("j"));
-    config.max_bytes = 1200;
-    config.segment_bytes = 300;
+    config = config.with_max_bytes(1200);
+    config = config.with_segment_bytes(300);
     let (journal, _) = Journal::open(config).unwrap();
     let mut tickets = Vec::new();
     while let Ok(ticket) = tokio::time::timeout(

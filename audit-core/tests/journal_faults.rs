@@ -40,7 +40,7 @@ async fn five_frame_segment() -> (tempfile::TempDir, JournalConfig, PathBuf, Vec
             journal.append(event).await.unwrap();
         }
     }
-    let files = segments(&config.dir);
+    let files = segments(config.dir());
     assert_eq!(files.len(), 1);
     let segment = files[0].clone();
     (dir, config, segment, events)
@@ -156,7 +156,7 @@ async fn a_full_disk_during_rotation_does_not_lock_the_journal_up() {
     let mut config = JournalConfig::new(tmpfs.path().join("j"));
     // One 4 KiB page per segment: appends inside a segment need no new
     // space, so the full disk is met exactly when a new segment is made.
-    config.segment_bytes = 4096;
+    config = config.with_segment_bytes(4096);
     let (journal, _) = Journal::open(config.clone()).unwrap();
     let mut acknowledged = Vec::new();
     let first = event(0);
@@ -177,7 +177,7 @@ async fn a_full_disk_during_rotation_does_not_lock_the_journal_up() {
     }
     assert_eq!(failures, 1, "the disk never filled during rotation");
     assert_eq!(
-        segments(&config.dir).len(),
+        segments(config.dir()).len(),
         1,
         "a failed rotation left a segment"
     );
@@ -212,16 +212,16 @@ async fn recovery_copes_with_leftovers_of_a_rotation_cut_short() {
     let (_dir, config, segment, events) = five_frame_segment().await;
     // A temporary segment never renamed, and (as older versions left) a
     // header-only and an empty newest segment.
-    let temporary = config.dir.join("00000000000000000002.journal.tmp");
+    let temporary = config.dir().join("00000000000000000002.journal.tmp");
     fs::write(&temporary, b"DAJR").unwrap();
-    let header_only = config.dir.join("00000000000000000002.journal");
+    let header_only = config.dir().join("00000000000000000002.journal");
     fs::write(&header_only, b"DAJRN").unwrap();
     let (journal, recovered) = Journal::open(config.clone()).unwrap();
     assert_eq!(recovered.events.len(), events.len());
     assert!(!temporary.exists() && !header_only.exists());
     journal.append(&event(99)).await.unwrap();
     drop(journal);
-    let empty = config.dir.join("00000000000000000009.journal");
+    let empty = config.dir().join("00000000000000000009.journal");
     fs::write(&empty, b"").unwrap();
     let (journal, recovered) = Journal::open(config.clone()).unwrap();
     assert_eq!(recovered.events.len(), events.len() + 1);

@@ -136,7 +136,7 @@ async fn replay_after_crash(config: JournalConfig, events: Vec<AuditEvent>) {
 async fn settled_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = JournalConfig::new(dir.path().join("journal"));
-    config.segment_bytes = 2048;
+    config = config.with_segment_bytes(2048);
     let chain = MemoryChain::new();
     let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned()))
         .journal(config.clone())
@@ -148,9 +148,9 @@ async fn settled_segments_are_deleted() {
     assert!(pipeline.drain_pending(Duration::from_secs(10)).await);
     // Every event is settled: at most the active segment remains.
     assert!(
-        journal_files(&config.dir) <= 1,
+        journal_files(config.dir()) <= 1,
         "{} segments kept",
-        journal_files(&config.dir)
+        journal_files(config.dir())
     );
     pipeline.shutdown(Duration::from_secs(5)).await;
     assert_eq!(chain.len(), 300);
@@ -160,8 +160,8 @@ async fn settled_segments_are_deleted() {
 async fn a_full_journal_in_reject_mode_refuses_and_returns_the_event() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = JournalConfig::new(dir.path().join("journal"));
-    config.max_bytes = 1500;
-    config.when_full = WhenFull::Reject;
+    config = config.with_max_bytes(1500);
+    config = config.with_when_full(WhenFull::Reject);
     let chain = MemoryChain::new();
     chain.fail_next_appends(1000, ErrorClass::Transient);
     let pipeline = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned()))
@@ -212,8 +212,8 @@ async fn submit_durable_without_a_journal_is_refused() {
 async fn a_corrupt_journal_stops_the_pipeline_from_being_built() {
     let dir = tempfile::tempdir().unwrap();
     let config = JournalConfig::new(dir.path().join("journal"));
-    std::fs::create_dir_all(&config.dir).unwrap();
-    let segment = config.dir.join("00000000000000000001.journal");
+    std::fs::create_dir_all(config.dir()).unwrap();
+    let segment = config.dir().join("00000000000000000001.journal");
     std::fs::write(&segment, b"not a journal segment at all").unwrap();
     let chain = MemoryChain::new();
     let error = AuditPipeline::builder(chain.factory(ChainSinkOptions::unsigned()))

@@ -45,18 +45,72 @@ use tokio_postgres::{Client, Config, Socket};
 
 use crate::error::{PostgresError, detail_of};
 
-/// Options of the PostgreSQL backend.
+/// Options of the PostgreSQL backend: [`Default`], then the `with_*`
+/// methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use audit_postgres::PostgresOptions;
+/// let options = PostgresOptions::default()
+///     .with_connect_timeout(Duration::from_secs(3))
+///     .with_application_name("billing-audit");
+/// assert!(options.create_schema());
+/// ```
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct PostgresOptions {
-    /// How long to wait for a connection (and its authentication).
-    pub connect_timeout: Duration,
-    /// Create (or migrate) the schema when missing. When false a missing
-    /// schema is an error.
-    pub create_schema: bool,
-    /// Rows per page when reading a chain (verification, export).
-    pub page_size: usize,
-    /// `application_name` shown in `pg_stat_activity`.
-    pub application_name: String,
+    connect_timeout: Duration,
+    create_schema: bool,
+    page_size: usize,
+    application_name: String,
+}
+
+impl PostgresOptions {
+    /// How long to wait for a connection and its authentication (default 10 s).
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Whether to create (or migrate) the schema when missing (default
+    /// true); when false a missing schema is an error.
+    pub fn with_create_schema(mut self, create_schema: bool) -> Self {
+        self.create_schema = create_schema;
+        self
+    }
+
+    /// Rows per page when reading a chain (default 5,000; at least 1).
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    /// The `application_name` shown in `pg_stat_activity` (default
+    /// `deferred-audit`).
+    pub fn with_application_name(mut self, application_name: impl Into<String>) -> Self {
+        self.application_name = application_name.into();
+        self
+    }
+
+    /// How long to wait for a connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Whether a missing schema is created.
+    pub fn create_schema(&self) -> bool {
+        self.create_schema
+    }
+
+    /// Rows per page when reading a chain.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// The `application_name` of connections.
+    pub fn application_name(&self) -> &str {
+        &self.application_name
+    }
 }
 
 impl Default for PostgresOptions {

@@ -174,7 +174,7 @@ impl PostgresSource {
             .map_err(PostgresError::query(&target, "preparing statements"))?;
         Ok(Self {
             client,
-            page_size: i64::try_from(options.page_size.max(1)).unwrap_or(i64::MAX),
+            page_size: i64::try_from(options.page_size().max(1)).unwrap_or(i64::MAX),
             target,
             records_page,
             dead_letters: DEAD_LETTERS[usize::from(version >= 2)],

@@ -103,7 +103,7 @@ impl PostgresStore {
 
     async fn open(connection: Connection, options: PostgresOptions) -> Result<Self, PostgresError> {
         let Connection { mut client, target } = connection;
-        if options.create_schema {
+        if options.create_schema() {
             schema::ensure(&mut client, &target).await?;
         } else {
             schema::require(&client, &target, schema::SCHEMA_VERSION).await?;

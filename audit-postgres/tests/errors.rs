@@ -244,10 +244,7 @@ async fn a_version_1_schema_is_read_as_is_and_migrated_by_a_writer() {
     let report = verify(&url, &signer).await;
     assert!(report.is_ok(), "{:?}", report.failures);
 
-    let read_only = PostgresOptions {
-        create_schema: false,
-        ..PostgresOptions::default()
-    };
+    let read_only = PostgresOptions::default().with_create_schema(false);
     let error = PostgresStore::connect(&url, read_only).await.unwrap_err();
     assert!(error.to_string().contains("older than 3"), "{error}");
     connect(&url).await.unwrap();

@@ -110,15 +110,9 @@ async fn rows_forged_at_seq_zero_negative_and_min_are_out_of_range() {
 
         // The source returns the forged row first, as stored, with pages
         // smaller than the chain.
-        let small_pages = open_source(
-            &url,
-            PostgresOptions {
-                page_size: 2,
-                ..PostgresOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let small_pages = open_source(&url, PostgresOptions::default().with_page_size(2))
+            .await
+            .unwrap();
         let rows = stored_rows(&small_pages, &chain(name), 1).await;
         assert_eq!(rows.len(), 4, "{rows:?}");
         match &rows[0] {
@@ -387,15 +381,9 @@ async fn records_from_a_seq_in_small_pages_and_every_table_in_the_inventory() {
     let (_server, url) = server();
     let signer = Arc::new(AuditSigner::generate());
     let mut sink = chain_of(&url, "main", &signer, 10).await;
-    let small_pages = open_source(
-        &url,
-        PostgresOptions {
-            page_size: 3,
-            ..PostgresOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let small_pages = open_source(&url, PostgresOptions::default().with_page_size(3))
+        .await
+        .unwrap();
     let seqs = |rows: Vec<SourceRecord>| -> Vec<u64> {
         rows.into_iter()
             .map(|row| match row {

@@ -28,10 +28,7 @@ fn tls_server() -> (PostgresServer, String) {
 
 /// Options whose `application_name` finds the connection in `pg_stat_ssl`.
 fn named(application_name: &str) -> PostgresOptions {
-    PostgresOptions {
-        application_name: application_name.into(),
-        ..PostgresOptions::default()
-    }
+    PostgresOptions::default().with_application_name(application_name)
 }
 
 /// Whether the connections named `application_name` use TLS (`t`/`f`, one

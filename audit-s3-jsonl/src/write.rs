@@ -70,14 +70,29 @@ const READ_AHEAD: usize = 8;
 /// Ids read in one load from which they are indexed on the blocking pool.
 const BLOCKING_INDEX_THRESHOLD: usize = 100_000;
 
-/// Options of the archive beyond the shared chain-sink options.
+/// Options of the archive beyond the shared chain-sink options:
+/// [`Default`], then the `with_*` methods.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
 pub struct ArchiveOptions {
-    /// Skip the create-only probe. Only for a store that exactly one writer
-    /// ever writes under this prefix (one process, one sink at a time): with
-    /// concurrent writers on a store that ignores `If-None-Match`, a segment
-    /// can be silently overwritten. Default `false`.
-    pub assume_single_writer: bool,
+    assume_single_writer: bool,
+}
+
+impl ArchiveOptions {
+    /// Skips the create-only probe. Only for a store that exactly one
+    /// writer ever writes under this prefix (one process, one sink at a
+    /// time): with concurrent writers on a store that ignores
+    /// `If-None-Match`, a segment can be silently overwritten. Default
+    /// `false`.
+    pub fn with_assume_single_writer(mut self, assume_single_writer: bool) -> Self {
+        self.assume_single_writer = assume_single_writer;
+        self
+    }
+
+    /// Whether the create-only probe is skipped.
+    pub fn assume_single_writer(&self) -> bool {
+        self.assume_single_writer
+    }
 }
 
 #[derive(Debug, Default)]

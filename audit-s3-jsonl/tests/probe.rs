@@ -68,9 +68,7 @@ async fn a_store_that_ignores_if_none_match_is_refused() {
 async fn assume_single_writer_overrides_the_probe() {
     let store: Arc<dyn ObjectStore> = Arc::new(IgnoresCreateOnly::new(Arc::new(InMemory::new())));
     let signer = Arc::new(AuditSigner::generate());
-    let options = ArchiveOptions {
-        assume_single_writer: true,
-    };
+    let options = ArchiveOptions::default().with_assume_single_writer(true);
     let mut sink = open_sink(
         store.clone(),
         Path::from("p"),

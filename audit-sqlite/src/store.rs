@@ -44,14 +44,45 @@ pub enum Durability {
     Normal,
 }
 
-/// Options of the SQLite store.
+/// Options of the SQLite store: [`Default`] (full durability, 5 s busy
+/// timeout), then the `with_*` methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use audit_sqlite::{Durability, SqliteOptions};
+/// let options = SqliteOptions::default().with_busy_timeout(Duration::from_secs(1));
+/// assert_eq!(options.durability(), Durability::Full);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
 pub struct SqliteOptions {
-    /// Commit durability.
-    pub durability: Durability,
+    durability: Durability,
+    busy_timeout: Duration,
+}
+
+impl SqliteOptions {
+    /// Commit durability (default [`Durability::Full`]).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
     /// How long a writer waits for another one's lock before the attempt
-    /// fails as transient.
-    pub busy_timeout: Duration,
+    /// fails as transient (default 5 s).
+    pub fn with_busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
+    /// Commit durability.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// How long a writer waits for another one's lock.
+    pub fn busy_timeout(&self) -> Duration {
+        self.busy_timeout
+    }
 }
 
 impl Default for SqliteOptions {

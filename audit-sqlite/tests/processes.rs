@@ -119,10 +119,7 @@ async fn writer() {
     let total = number("AUDIT_EVENTS");
     let batch = number("AUDIT_BATCH");
     let fallback = std::env::var("AUDIT_FALLBACK").ok().map(FallbackFile::new);
-    let options = SqliteOptions {
-        busy_timeout: Duration::from_secs(20),
-        ..SqliteOptions::default()
-    };
+    let options = SqliteOptions::default().with_busy_timeout(Duration::from_secs(20));
     let mut sink = open_sink(&path, ChainSinkOptions::unsigned(), options)
         .await
         .unwrap();
@@ -428,10 +425,7 @@ fn held_lock() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let options = SqliteOptions {
-            busy_timeout: Duration::from_millis(200),
-            ..SqliteOptions::default()
-        };
+        let options = SqliteOptions::default().with_busy_timeout(Duration::from_millis(200));
         let mut sink = open_sink(&path, ChainSinkOptions::unsigned(), options)
             .await
             .unwrap();

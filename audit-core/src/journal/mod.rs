@@ -63,22 +63,25 @@ pub enum WhenFull {
     Reject,
 }
 
-/// Where and how large the journal is.
+/// Where and how large the journal is: [`JournalConfig::new`] with the
+/// directory, then the `with_*` methods.
+///
+/// ```
+/// use audit_core::journal::{JournalConfig, WhenFull};
+/// let config = JournalConfig::new("/var/lib/service/audit-journal")
+///     .with_max_bytes(256 << 20)
+///     .with_when_full(WhenFull::Reject);
+/// assert_eq!(config.max_bytes(), 256 << 20);
+/// ```
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct JournalConfig {
-    /// The journal directory.
-    pub dir: PathBuf,
-    /// A segment is closed once it reaches this size (at most a quarter
-    /// of `max_bytes`, so that a small bound still frees space).
-    pub segment_bytes: u64,
-    /// Most bytes the journal may hold.
-    pub max_bytes: u64,
-    /// Most segment files the journal may hold (one more while rotating).
-    pub max_segments: usize,
-    /// What appends do when a bound is reached.
-    pub when_full: WhenFull,
-    /// Limits for events read back.
-    pub limits: EventLimits,
+    dir: PathBuf,
+    segment_bytes: u64,
+    max_bytes: u64,
+    max_segments: usize,
+    when_full: WhenFull,
+    limits: EventLimits,
 }
 
 impl JournalConfig {
@@ -92,6 +95,67 @@ impl JournalConfig {
             when_full: WhenFull::Block,
             limits: EventLimits::default(),
         }
+    }
+
+    /// A segment is closed once it reaches this size (at most a quarter
+    /// of `max_bytes`, so that a small bound still frees space).
+    pub fn with_segment_bytes(mut self, segment_bytes: u64) -> Self {
+        self.segment_bytes = segment_bytes;
+        self
+    }
+
+    /// Most bytes the journal may hold.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Most segment files the journal may hold (one more while rotating).
+    pub fn with_max_segments(mut self, max_segments: usize) -> Self {
+        self.max_segments = max_segments;
+        self
+    }
+
+    /// What appends do when a bound is reached.
+    pub fn with_when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
+    }
+
+    /// Limits for events read back.
+    pub fn with_limits(mut self, limits: EventLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The size at which a segment is closed.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    /// Most bytes the journal may hold.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Most segment files the journal may hold.
+    pub fn max_segments(&self) -> usize {
+        self.max_segments
+    }
+
+    /// What appends do when a bound is reached.
+    pub fn when_full(&self) -> WhenFull {
+        self.when_full
+    }
+
+    /// Limits for events read back.
+    pub fn limits(&self) -> EventLimits {
+        self.limits
     }
 }
 
