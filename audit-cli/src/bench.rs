@@ -485,10 +485,7 @@ fn verify_rate(path: &Path, signer: &AuditSigner) -> Result<VerifyRun, CliError>
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
     // Checkpoint-only runs leave records unsigned: accepted here, on purpose.
-    let options = SourceVerifyOptions {
-        allow_unsigned: true,
-        ..SourceVerifyOptions::default()
-    };
+    let options = SourceVerifyOptions::default().with_allow_unsigned(true);
     let source = audit_sqlite::SqliteSource::open(path)?;
     let started = Instant::now();
     let report = block_on(verify_source(&source, &keyring, options))??;

@@ -129,10 +129,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
             Some(url) => crate::verify::load_checkpoints(url).await?,
             None => Vec::new(),
         };
-        let options = SourceVerifyOptions {
-            outside_checkpoints,
-            ..SourceVerifyOptions::default()
-        };
+        let options = SourceVerifyOptions::default().with_outside_checkpoints(outside_checkpoints);
         crate::verify::verify_store(&args.store, &keyring, options, args.json).await
     })?;
     let summary = Summary {

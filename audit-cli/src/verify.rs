@@ -104,20 +104,15 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
         for url in &args.checkpoints {
             outside.extend(load_checkpoints(url).await?);
         }
-        let options = SourceVerifyOptions {
-            verify: VerifyOptions {
-                require_signed: args.require_signed,
-                ..VerifyOptions::default()
-            },
-            allow_unsigned: args.allow_unsigned,
-            from: args.from,
-            chains,
-            outside_checkpoints: outside,
-            outside_tree_checkpoints,
-            progress: None,
-            witnesses,
-            witness_quorum,
-        };
+        let options = SourceVerifyOptions::default()
+            .with_verify(VerifyOptions::default().with_require_signed(args.require_signed))
+            .with_allow_unsigned(args.allow_unsigned)
+            .with_from(args.from)
+            .with_chains(chains)
+            .with_outside_checkpoints(outside)
+            .with_outside_tree_checkpoints(outside_tree_checkpoints)
+            .with_witnesses(witnesses)
+            .with_witness_quorum(witness_quorum);
         verify_store(&args.url, &keyring, options, args.json).await
     })??;
     print_report(&args.url, &report, args.json)?;
@@ -128,14 +123,15 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode, CliError> {
 pub async fn verify_store(
     url: &StoreUrl,
     keyring: &Keyring,
-    mut options: SourceVerifyOptions,
+    options: SourceVerifyOptions,
     quiet: bool,
 ) -> Result<VerifyReport, CliError> {
     let source = open_source(url).await?;
     let total = source.count_records().await?.unwrap_or(0);
     let bar = progress::bar(total, "verify", quiet);
     let progress_bar = bar.clone();
-    options.progress = Some(Arc::new(move |done| progress_bar.set_position(done)));
+    let options =
+        options.with_progress(Some(Arc::new(move |done| progress_bar.set_position(done))));
     let report = verify_source(source.as_ref(), keyring, options).await;
     bar.finish_and_clear();
     Ok(report?)

@@ -274,10 +274,7 @@ fn bench_verify(c: &mut Criterion) {
         b.iter(|| {
             let mut verifier = Verifier::new(
                 keyring.clone(),
-                VerifyOptions {
-                    require_signed: true,
-                    ..VerifyOptions::default()
-                },
+                VerifyOptions::default().with_require_signed(true),
             );
             records.iter().for_each(|record| verifier.record(record));
             assert!(verifier.finish().is_ok());

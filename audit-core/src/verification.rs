@@ -49,36 +49,119 @@ const PROGRESS_EVERY: u64 = 1_000;
 pub const NO_OUTSIDE_CHECKPOINTS: &str =
     "no outside checkpoints: truncation of the tail is not detectable";
 
-/// Options of [`verify_source`].
+/// Options of [`verify_source`]: [`Default`], then the `with_*` methods.
+///
+/// ```
+/// use audit_core::chain::ChainId;
+/// use audit_core::verification::SourceVerifyOptions;
+/// let options = SourceVerifyOptions::default()
+///     .with_chains(vec![ChainId::new("refusals")?])
+///     .with_from(Some(1_000));
+/// assert_eq!(options.from(), Some(1_000));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Default)]
+#[must_use]
 pub struct SourceVerifyOptions {
+    pub(crate) verify: VerifyOptions,
+    pub(crate) allow_unsigned: bool,
+    pub(crate) from: Option<u64>,
+    pub(crate) chains: Vec<ChainId>,
+    pub(crate) outside_checkpoints: Vec<Checkpoint>,
+    pub(crate) progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    pub(crate) outside_tree_checkpoints: Vec<(ChainId, String)>,
+    pub(crate) witnesses: Vec<Vkey>,
+    pub(crate) witness_quorum: usize,
+}
+
+impl SourceVerifyOptions {
     /// The pure verifier's policy (`start` and `skip_unique_ids` are set
     /// per chain by [`verify_source`]).
-    pub verify: VerifyOptions,
-    /// With a key given, accept unsigned records anyway. Without this, a
+    pub fn with_verify(mut self, verify: VerifyOptions) -> Self {
+        self.verify = verify;
+        self
+    }
+
+    /// With a key given, accepts unsigned records anyway. Without this, a
     /// non-empty keyring means every record must be signed.
-    pub allow_unsigned: bool,
-    /// Verify from this seq on, trusting the stored `record_hash` of the
+    pub fn with_allow_unsigned(mut self, allow_unsigned: bool) -> Self {
+        self.allow_unsigned = allow_unsigned;
+        self
+    }
+
+    /// Verifies from this seq on, trusting the stored `record_hash` of the
     /// record before it.
-    pub from: Option<u64>,
+    pub fn with_from(mut self, from: Option<u64>) -> Self {
+        self.from = from;
+        self
+    }
+
     /// Only these chains (all when empty).
-    pub chains: Vec<ChainId>,
+    pub fn with_chains(mut self, chains: Vec<ChainId>) -> Self {
+        self.chains = chains;
+        self
+    }
+
     /// Checkpoints kept outside the store (published off-box).
-    pub outside_checkpoints: Vec<Checkpoint>,
+    pub fn with_outside_checkpoints(mut self, outside_checkpoints: Vec<Checkpoint>) -> Self {
+        self.outside_checkpoints = outside_checkpoints;
+        self
+    }
+
     /// Called with the number of records read so far.
-    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    pub fn with_progress(mut self, progress: Option<Arc<dyn Fn(u64) + Send + Sync>>) -> Self {
+        self.progress = progress;
+        self
+    }
+
     /// Tree checkpoint notes kept outside the store (a proof handed out, a
     /// note a witness or an auditor kept), with the chain each is of:
     /// checked like stored ones (FORMAT.md section 8.5 item 8), so a note
     /// beyond the head is truncation and a root the records do not give is
     /// a rewrite.
-    pub outside_tree_checkpoints: Vec<(ChainId, String)>,
+    pub fn with_outside_tree_checkpoints(mut self, notes: Vec<(ChainId, String)>) -> Self {
+        self.outside_tree_checkpoints = notes;
+        self
+    }
+
     /// Witness cosigner keys (type 0x04) of the witness policy.
-    pub witnesses: Vec<Vkey>,
-    /// With a witness policy: the newest tree checkpoint of each chain
-    /// must carry at least this many valid cosignatures of `witnesses`
+    pub fn with_witnesses(mut self, witnesses: Vec<Vkey>) -> Self {
+        self.witnesses = witnesses;
+        self
+    }
+
+    /// With a witness policy: the newest tree checkpoint of each chain must
+    /// carry at least this many valid cosignatures of the witnesses
     /// (FORMAT.md section 8.5 item 9); 0 checks none.
-    pub witness_quorum: usize,
+    pub fn with_witness_quorum(mut self, witness_quorum: usize) -> Self {
+        self.witness_quorum = witness_quorum;
+        self
+    }
+
+    /// The pure verifier's policy.
+    pub fn verify(&self) -> &VerifyOptions {
+        &self.verify
+    }
+
+    /// Whether unsigned records are accepted with a key given.
+    pub fn allow_unsigned(&self) -> bool {
+        self.allow_unsigned
+    }
+
+    /// The seq verification starts at, if not 1.
+    pub fn from(&self) -> Option<u64> {
+        self.from
+    }
+
+    /// The chains verified (all when empty).
+    pub fn chains(&self) -> &[ChainId] {
+        &self.chains
+    }
+
+    /// The witness quorum required.
+    pub fn witness_quorum(&self) -> usize {
+        self.witness_quorum
+    }
 }
 
 impl std::fmt::Debug for SourceVerifyOptions {

@@ -108,11 +108,9 @@ fn seal(events: &[AuditEvent]) -> Vec<Record> {
 }
 
 fn verify(records: &[Record], head: ChainHead) -> VerifyReport {
-    let options = VerifyOptions {
-        require_signed: true,
-        expect_head: Some(head),
-        ..VerifyOptions::default()
-    };
+    let options = VerifyOptions::default()
+        .with_require_signed(true)
+        .with_expect_head(Some(head));
     let mut verifier = Verifier::new(keyring(), options);
     verifier.expect_chain(&ChainId::new("prop").unwrap());
     records.iter().for_each(|record| verifier.record(record));

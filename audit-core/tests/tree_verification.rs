@@ -229,13 +229,9 @@ async fn a_tree_checkpoint_kept_outside_catches_a_shortened_copy() {
         let copy = copy.clone();
         let keyring = keyring.clone();
         async move {
-            let options = SourceVerifyOptions {
-                outside_tree_checkpoints: notes
-                    .into_iter()
-                    .map(|n| (ChainId::default(), n))
-                    .collect(),
-                ..SourceVerifyOptions::default()
-            };
+            let options = SourceVerifyOptions::default().with_outside_tree_checkpoints(
+                notes.into_iter().map(|n| (ChainId::default(), n)).collect(),
+            );
             verify_source(&copy, &keyring, options).await.unwrap()
         }
     };

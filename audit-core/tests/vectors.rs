@@ -102,10 +102,7 @@ fn jsonl_checkpoints(dir: &Path) -> Vec<Checkpoint> {
 fn verify(records: &[Record], checkpoints: &[Checkpoint]) -> VerifyReport {
     let mut verifier = Verifier::new(
         keyring(),
-        VerifyOptions {
-            require_signed: true,
-            ..VerifyOptions::default()
-        },
+        VerifyOptions::default().with_require_signed(true),
     );
     checkpoints
         .iter()

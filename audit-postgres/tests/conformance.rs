@@ -99,10 +99,7 @@ async fn postgres_sink_passes_conformance_signed() {
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
     let chain = ChainId::new("conformance").unwrap();
-    let verify_options = VerifyOptions {
-        require_signed: true,
-        ..VerifyOptions::default()
-    };
+    let verify_options = VerifyOptions::default().with_require_signed(true);
     let caps = postgres_caps(&server, &url, keyring, verify_options).await;
     let factory = sink_factory(
         url.clone(),

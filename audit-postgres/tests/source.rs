@@ -37,10 +37,7 @@ async fn chain_of(url: &str, name: &str, signer: &Arc<AuditSigner>, count: usize
 async fn verify_chain(url: &str, signer: &AuditSigner, chain: &ChainId) -> VerifyReport {
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
-    let options = SourceVerifyOptions {
-        chains: vec![chain.clone()],
-        ..SourceVerifyOptions::default()
-    };
+    let options = SourceVerifyOptions::default().with_chains(vec![chain.clone()]);
     verify_source(&source(url).await, &keyring, options)
         .await
         .unwrap()
@@ -406,10 +403,7 @@ async fn records_from_a_seq_in_small_pages_and_every_table_in_the_inventory() {
 
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
-    let from_seven = SourceVerifyOptions {
-        from: Some(7),
-        ..SourceVerifyOptions::default()
-    };
+    let from_seven = SourceVerifyOptions::default().with_from(Some(7));
     let report = verify_source(&small_pages, &keyring, from_seven)
         .await
         .unwrap();

@@ -53,10 +53,7 @@ fn capabilities(
         })
         .concurrent_writers(true)
         .keyring(common::keyring(signer))
-        .verify_options(VerifyOptions {
-            require_signed: true,
-            ..VerifyOptions::default()
-        })
+        .verify_options(VerifyOptions::default().with_require_signed(true))
 }
 
 /// Which factory the suite gets.

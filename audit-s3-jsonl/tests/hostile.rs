@@ -335,10 +335,7 @@ async fn records_honour_from_and_report_where_a_line_is_bad() {
     let report = audit_core::verification::verify_source(
         &source,
         &common::keyring(&signer),
-        audit_core::verification::SourceVerifyOptions {
-            from: Some(8),
-            ..Default::default()
-        },
+        audit_core::verification::SourceVerifyOptions::default().with_from(Some(8)),
     )
     .await
     .unwrap();

@@ -120,10 +120,7 @@ impl TeeRun {
         assert_eq!((metrics.lost, metrics.dead_lettered), (0, 0));
         let verified = self.primary.verify_with(
             common::keyring(signer),
-            VerifyOptions {
-                require_signed: true,
-                ..VerifyOptions::default()
-            },
+            VerifyOptions::default().with_require_signed(true),
         );
         assert!(verified.is_ok(), "{:?}", verified.failures);
         let mut stored: Vec<String> = self

@@ -67,9 +67,7 @@ async fn the_sqlite_sink_passes_the_conformance_suite_signed() {
     keyring.insert(signer.public_key());
     let options = ChainSinkOptions::signed(signer);
     let factory = sink_factory(&path, options, SqliteOptions::default());
-    let caps = capabilities(path, keyring).verify_options(audit_core::chain::VerifyOptions {
-        require_signed: true,
-        ..Default::default()
-    });
+    let caps = capabilities(path, keyring)
+        .verify_options(audit_core::chain::VerifyOptions::default().with_require_signed(true));
     conformance::run(factory, caps).await;
 }

@@ -52,10 +52,7 @@ fn every_tampered_sqlite_vector_fails_at_its_first_bad_seq() {
 #[test]
 fn verification_from_a_seq_checks_only_the_rest() {
     let path = vectors().join("tampered/payload_edit.sqlite");
-    let options = SourceVerifyOptions {
-        from: Some(43),
-        ..Default::default()
-    };
+    let options = SourceVerifyOptions::default().with_from(Some(43));
     let report = verify_file_with(&path, &keyring(), options);
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.records, 300 - 42);

@@ -442,10 +442,7 @@ pub async fn what_was_written_verifies(caps: &Capabilities) {
     let Some(records) = read_records(caps, check).await else {
         return;
     };
-    let options = SourceVerifyOptions {
-        verify: caps.verify_options.clone(),
-        ..SourceVerifyOptions::default()
-    };
+    let options = SourceVerifyOptions::default().with_verify(caps.verify_options.clone());
     let report = verify_source(source.as_ref(), &caps.keyring, options)
         .await
         .unwrap_or_else(|error| panic!("conformance {check}: reading the store failed: {error}"));

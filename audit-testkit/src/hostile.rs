@@ -231,10 +231,7 @@ pub async fn unsigned_rewrite_with_key(new_store: &TamperFactory) {
     let allowed = verify_source(
         tamper.source().as_ref(),
         &keyring,
-        SourceVerifyOptions {
-            allow_unsigned: true,
-            ..SourceVerifyOptions::default()
-        },
+        SourceVerifyOptions::default().with_allow_unsigned(true),
     )
     .await
     .unwrap_or_else(|error| panic!("hostile: {error}"));

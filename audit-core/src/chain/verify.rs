@@ -34,23 +34,77 @@ use crate::keys::Keyring;
 /// Signatures verified together in one batch.
 const SIGNATURE_BATCH: usize = 256;
 
-/// Policy options of a verification.
+/// Policy options of a verification: [`Default`] (unsigned records
+/// accepted, ids checked for uniqueness, default limits), then the `with_*`
+/// methods.
+///
+/// ```
+/// use audit_core::chain::VerifyOptions;
+/// let options = VerifyOptions::default().with_require_signed(true);
+/// assert!(options.require_signed());
+/// ```
 #[derive(Debug, Clone, Default)]
+#[must_use]
 pub struct VerifyOptions {
-    /// An unsigned record is a failure.
-    pub require_signed: bool,
-    /// The head every chain must end at (seq and hash).
-    pub expect_head: Option<ChainHead>,
-    /// Start after this head instead of at seq 1: the first record must be
-    /// `start.seq + 1` with `prev == start.hash`.
-    pub start: Option<ChainHead>,
-    /// Skip the check that event ids are unique (saves 16 bytes a record).
-    pub skip_unique_ids: bool,
-    /// Limits applied when parsing stored events.
-    pub limits: EventLimits,
+    pub(crate) require_signed: bool,
+    pub(crate) expect_head: Option<ChainHead>,
+    pub(crate) start: Option<ChainHead>,
+    pub(crate) skip_unique_ids: bool,
+    pub(crate) limits: EventLimits,
 }
 
 impl VerifyOptions {
+    /// Whether an unsigned record is a failure.
+    pub fn with_require_signed(mut self, require_signed: bool) -> Self {
+        self.require_signed = require_signed;
+        self
+    }
+
+    /// The head every chain must end at (seq and hash).
+    pub fn with_expect_head(mut self, expect_head: Option<ChainHead>) -> Self {
+        self.expect_head = expect_head;
+        self
+    }
+
+    /// Starts after this head instead of at seq 1: the first record must
+    /// be `start.seq + 1` with `prev == start.hash`.
+    pub fn with_start(mut self, start: Option<ChainHead>) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Skips the check that event ids are unique (saves 16 bytes a record).
+    pub fn with_skip_unique_ids(mut self, skip_unique_ids: bool) -> Self {
+        self.skip_unique_ids = skip_unique_ids;
+        self
+    }
+
+    /// Limits applied when parsing stored events.
+    pub fn with_limits(mut self, limits: EventLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Whether an unsigned record is a failure.
+    pub fn require_signed(&self) -> bool {
+        self.require_signed
+    }
+
+    /// The head every chain must end at, if one is expected.
+    pub fn expect_head(&self) -> Option<ChainHead> {
+        self.expect_head
+    }
+
+    /// The head verification starts after, if not at seq 1.
+    pub fn start(&self) -> Option<ChainHead> {
+        self.start
+    }
+
+    /// Limits applied when parsing stored events.
+    pub fn limits(&self) -> EventLimits {
+        self.limits
+    }
+
     /// Whether event ids are checked for uniqueness.
     pub fn check_unique_ids(&self) -> bool {
         !self.skip_unique_ids

@@ -56,14 +56,9 @@ pub async fn verify(url: &str, signer: &AuditSigner) -> VerifyReport {
 pub async fn verify_with(url: &str, signer: &AuditSigner, require_signed: bool) -> VerifyReport {
     let mut keyring = Keyring::new();
     keyring.insert(signer.public_key());
-    let options = SourceVerifyOptions {
-        verify: VerifyOptions {
-            require_signed,
-            ..VerifyOptions::default()
-        },
-        allow_unsigned: !require_signed,
-        ..SourceVerifyOptions::default()
-    };
+    let options = SourceVerifyOptions::default()
+        .with_verify(VerifyOptions::default().with_require_signed(require_signed))
+        .with_allow_unsigned(!require_signed);
     verify_source(&source(url).await, &keyring, options)
         .await
         .unwrap()

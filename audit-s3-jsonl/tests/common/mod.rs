@@ -70,11 +70,9 @@ pub async fn verify_with(
     keyring: Keyring,
     outside_checkpoints: Vec<Checkpoint>,
 ) -> VerifyReport {
-    let options = SourceVerifyOptions {
-        verify: VerifyOptions::default(),
-        outside_checkpoints,
-        ..SourceVerifyOptions::default()
-    };
+    let options = SourceVerifyOptions::default()
+        .with_verify(VerifyOptions::default())
+        .with_outside_checkpoints(outside_checkpoints);
     verify_source(&source(store, prefix), &keyring, options)
         .await
         .unwrap()
