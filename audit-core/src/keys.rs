@@ -25,6 +25,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use ed25519_dalek::pkcs8::spki::der::asn1::OctetStringRef;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{self, DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
@@ -73,8 +74,14 @@ pub struct AuditSigner {
 
 impl AuditSigner {
     /// Generates a key from the operating system's random source.
+    ///
+    /// # Panics
+    ///
+    /// When the operating system's random source fails (`getrandom`), as
+    /// no key can then be made.
     pub fn generate() -> Self {
-        Self::from_signing_key(SigningKey::generate(&mut rand_core::OsRng))
+        let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+        Self::from_signing_key(SigningKey::generate(&mut rng))
     }
 
     /// Wraps an ed25519-dalek signing key.
@@ -137,11 +144,13 @@ impl AuditSigner {
         private_key[0] = 0x04; // OCTET STRING
         private_key[1] = 0x20; // of 32 bytes: the seed
         private_key[2..].copy_from_slice(self.key.as_bytes());
-        let info = pkcs8::PrivateKeyInfo::new(ed25519_dalek::pkcs8::ALGORITHM_ID, &private_key[..]);
+        let octets = OctetStringRef::new(&private_key[..])
+            .map_err(|error| encoding_error(error.to_string()))?;
+        let info = pkcs8::PrivateKeyInfoRef::new(ed25519_dalek::pkcs8::ALGORITHM_ID, octets);
         let document = pkcs8::SecretDocument::try_from(info)
             .map_err(|error| encoding_error(error.to_string()))?;
         document
-            .to_pem(pkcs8::PrivateKeyInfo::PEM_LABEL, LineEnding::LF)
+            .to_pem(pkcs8::PrivateKeyInfoRef::PEM_LABEL, LineEnding::LF)
             .map_err(|error| encoding_error(error.to_string()))
     }
 

@@ -102,7 +102,7 @@ fn a_key_made_by_openssl_loads_and_its_signatures_verify_in_openssl() {
 
 #[test]
 fn secret_keys_with_the_public_key_attribute_still_load() {
-    let key = SigningKey::generate(&mut rand_core::OsRng);
+    let key = SigningKey::generate(&mut rand_core::UnwrapErr(getrandom::SysRng));
     let v2 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
     assert!(
         v2.len() > 130,

@@ -307,7 +307,7 @@ impl StateMachineTest for PipelineMachine {
         );
     }
 
-    fn teardown(mut sut: Sut) {
+    fn teardown(mut sut: Sut, _model: Model) {
         let pipeline = sut.pipeline.take().unwrap();
         let report = sut
             .runtime

@@ -19,7 +19,8 @@ use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
-use rand_core::{OsRng, RngCore};
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
 use sha2::{Digest as _, Sha512};
 
 /// The point of order 2, `(0, -1)`.
@@ -50,7 +51,7 @@ fn challenge(r: &EdwardsPoint, a: &[u8; 32], message: &[u8]) -> Scalar {
 
 /// A signed one-record chain and its signer's secret scalar.
 fn one_signed_record() -> (Record, SigningKey, Keyring) {
-    let key = SigningKey::generate(&mut OsRng);
+    let key = SigningKey::generate(&mut UnwrapErr(SysRng));
     let signer = Arc::new(AuditSigner::from_signing_key(key.clone()));
     let sealer = Sealer::new(
         ChainId::default(),
@@ -84,7 +85,7 @@ fn grind(
 ) -> Signature {
     for _ in 0..256 {
         let mut wide = [0u8; 64];
-        OsRng.fill_bytes(&mut wide);
+        getrandom::fill(&mut wide).unwrap();
         let signature = forge(Scalar::from_bytes_mod_order_wide(&wide));
         if ed25519_dalek::verify_batch(&[message], &[signature], &[*key]).is_ok() {
             return signature;
@@ -152,7 +153,7 @@ fn a_valid_signature_still_verifies() {
 #[test]
 fn small_order_and_mixed_order_public_keys_never_enter_a_keyring() {
     let mut wide = [0u8; 64];
-    OsRng.fill_bytes(&mut wide);
+    getrandom::fill(&mut wide).unwrap();
     let a = Scalar::from_bytes_mod_order_wide(&wide);
     let cases = [
         ("identity", EdwardsPoint::default()),
@@ -177,7 +178,7 @@ fn mixed_order_key_signature_the_batch_accepts_is_refused_by_verify_strict() {
     // What a keyring could hold before keys were checked for torsion: the
     // batch equation accepts this signature, verify_strict refuses it.
     let mut wide = [0u8; 64];
-    OsRng.fill_bytes(&mut wide);
+    getrandom::fill(&mut wide).unwrap();
     let a = Scalar::from_bytes_mod_order_wide(&wide);
     let public_point = ED25519_BASEPOINT_POINT * a + order_two();
     let public = VerifyingKey::from_bytes(public_point.compress().as_bytes()).unwrap();

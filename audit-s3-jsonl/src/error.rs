@@ -154,7 +154,7 @@ pub fn classify(error: &object_store::Error) -> ErrorClass {
         E::NotFound { .. }
         | E::InvalidPath { .. }
         | E::NotSupported { .. }
-        | E::NotImplemented
+        | E::NotImplemented { .. }
         | E::NotModified { .. }
         | E::PermissionDenied { .. }
         | E::Unauthenticated { .. }

@@ -43,7 +43,7 @@ impl ChainLayout {
     /// The layout of `chain` under `prefix`.
     pub fn new(prefix: &Path, chain: &ChainId) -> Self {
         Self {
-            chain_dir: prefix.child(chain.as_str()),
+            chain_dir: prefix.clone().join(chain.as_str()),
         }
     }
 
@@ -54,51 +54,51 @@ impl ChainLayout {
 
     /// `P/C/records`.
     pub fn records_dir(&self) -> Path {
-        self.chain_dir.child("records")
+        self.chain_dir.clone().join("records")
     }
 
     /// `P/C/records/{first_seq:020}.jsonl`.
     pub fn segment(&self, first_seq: u64) -> Path {
-        self.records_dir().child(segment_name(first_seq))
+        self.records_dir().join(segment_name(first_seq))
     }
 
     /// `P/C/checkpoints`.
     pub fn checkpoints_dir(&self) -> Path {
-        self.chain_dir.child("checkpoints")
+        self.chain_dir.clone().join("checkpoints")
     }
 
     /// `P/C/checkpoints/{seq:020}.json`.
     pub fn checkpoint(&self, seq: u64) -> Path {
-        self.checkpoints_dir().child(checkpoint_name(seq))
+        self.checkpoints_dir().join(checkpoint_name(seq))
     }
 
     /// `P/C/tree-checkpoints`.
     pub fn tree_checkpoints_dir(&self) -> Path {
-        self.chain_dir.child("tree-checkpoints")
+        self.chain_dir.clone().join("tree-checkpoints")
     }
 
     /// `P/C/tree-checkpoints/{size:020}.note`: a tree checkpoint note
     /// (FORMAT.md section 8.2).
     pub fn tree_checkpoint(&self, size: u64) -> Path {
         self.tree_checkpoints_dir()
-            .child(format!("{size:020}{TREE_CHECKPOINT_EXTENSION}"))
+            .join(format!("{size:020}{TREE_CHECKPOINT_EXTENSION}"))
     }
 
     /// `P/C/dead-letters`.
     pub fn dead_letters_dir(&self) -> Path {
-        self.chain_dir.child("dead-letters")
+        self.chain_dir.clone().join("dead-letters")
     }
 
     /// `P/C/dead-letters/{time}-{event_id}.json`.
     pub fn dead_letter(&self, letter: &DeadLetter) -> Path {
         self.dead_letters_dir()
-            .child(format!("{}-{}.json", letter.failed_at, letter.event_id))
+            .join(format!("{}-{}.json", letter.failed_at, letter.event_id))
     }
 }
 
 /// `P/.probe`: where the create-only probe writes.
 pub fn probe_dir(prefix: &Path) -> Path {
-    prefix.child(PROBE_DIR)
+    prefix.clone().join(PROBE_DIR)
 }
 
 /// What an object under the prefix is.

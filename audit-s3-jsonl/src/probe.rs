@@ -20,7 +20,7 @@
 //! ```
 
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode};
 
 use crate::error::ArchiveError;
 use crate::layout::probe_dir;
@@ -28,7 +28,7 @@ use crate::layout::probe_dir;
 /// Checks that `store` refuses a second create-only put under `prefix`.
 /// The probe object is deleted afterwards when the store allows it.
 pub async fn probe_create_only(store: &dyn ObjectStore, prefix: &Path) -> Result<(), ArchiveError> {
-    let path = probe_dir(prefix).child(format!("{}.probe", uuid::Uuid::now_v7()));
+    let path = probe_dir(prefix).join(format!("{}.probe", uuid::Uuid::now_v7()));
     store
         .put_opts(&path, "probe".into(), PutMode::Create.into())
         .await
@@ -41,9 +41,9 @@ pub async fn probe_create_only(store: &dyn ObjectStore, prefix: &Path) -> Result
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => Ok(()),
         Ok(_) => Err("it succeeded and overwrote the object".to_owned()),
-        Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
-            Err("the store does not implement create-only puts".to_owned())
-        }
+        Err(
+            object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
+        ) => Err("the store does not implement create-only puts".to_owned()),
         Err(error) => {
             return Err(ArchiveError::store(
                 store,

@@ -15,8 +15,8 @@ use audit_core::Record;
 use audit_core::jsonl::encode_record;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 
 use crate::error::ArchiveError;
 use crate::layout::seq_in_name;

@@ -56,7 +56,7 @@ use audit_core::sink::{AuditSink, ErrorClass, SinkError, SinkFactory};
 use audit_core::{ChainHead, ChainId, Checkpoint, Record};
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode};
 
 use crate::error::ArchiveError;
 use crate::ids::{Fingerprinter, IdBatch, IdIndex};

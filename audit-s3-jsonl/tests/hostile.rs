@@ -23,7 +23,7 @@ use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 
 /// One tamper: what it does to the archive, and the first failure expected.
 struct Case {

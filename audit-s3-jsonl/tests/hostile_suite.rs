@@ -25,7 +25,7 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 
 /// Records per segment written by `put_raw`.
 const SEGMENT_RECORDS: usize = 40;

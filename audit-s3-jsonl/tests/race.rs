@@ -71,8 +71,11 @@ async fn four_writers_race_on_one_prefix_and_every_acknowledged_event_is_there_o
     let report = common::verify(&store, &prefix, &signer).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.records, acknowledged.len() as u64);
-    let segments =
-        common::object_paths(store.as_ref(), &prefix.child("shared").child("records")).await;
+    let segments = common::object_paths(
+        store.as_ref(),
+        &prefix.clone().join("shared").join("records"),
+    )
+    .await;
     assert_eq!(segments.len(), WRITERS * BATCHES, "one segment per batch");
 
     // Exactly the acknowledged events, at the acknowledged seqs.

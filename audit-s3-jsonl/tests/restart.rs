@@ -28,7 +28,7 @@ use audit_testkit::servers::s3::MotoServer;
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 
 /// The S3 client's retry deadline in this test.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(3);

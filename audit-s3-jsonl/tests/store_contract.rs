@@ -57,7 +57,7 @@ async fn archive_contract(store: Arc<dyn ObjectStore>) {
     let outcomes = sink.append_batch(&first).await.unwrap();
     assert_eq!(seqs(&outcomes), [(1, true), (2, true), (3, true)]);
 
-    let records_dir = prefix.child("orders").child("records");
+    let records_dir = prefix.clone().join("orders").join("records");
     assert_eq!(
         object_paths(store.as_ref(), &records_dir).await,
         [1, 4, 9].map(|seq| format!("{records_dir}/{seq:020}.jsonl"))
@@ -182,9 +182,12 @@ async fn idempotent_for_any_id_contract(store: Arc<dyn ObjectStore>) {
     }
     drop(sink);
     assert_eq!(
-        object_paths(store.as_ref(), &prefix.child("default").child("records"))
-            .await
-            .len(),
+        object_paths(
+            store.as_ref(),
+            &prefix.clone().join("default").join("records")
+        )
+        .await
+        .len(),
         6
     );
 
@@ -265,7 +268,11 @@ async fn import_contract(store: Arc<dyn ObjectStore>) {
     assert_eq!(refused.class, ErrorClass::Permanent, "{refused}");
     chain.import(&all[7..]).await.unwrap();
     assert_eq!(
-        object_paths(store.as_ref(), &prefix.child("default").child("records")).await,
+        object_paths(
+            store.as_ref(),
+            &prefix.clone().join("default").join("records")
+        )
+        .await,
         [1, 8].map(|seq| format!("copy/default/records/{seq:020}.jsonl"))
     );
     assert_eq!(records(&store, &prefix, &Default::default()).await, all);

@@ -186,7 +186,7 @@ async fn a_mirror_refused_its_segments_dead_letters_them_and_the_primary_gets_ev
     assert_eq!(run.mirror_failures.get(), run.submitted.len() as u64);
 
     // Nothing reached the mirror's chain; its dead letters hold every event.
-    let records_dir = mirror.child("default").child("records");
+    let records_dir = mirror.clone().join("default").join("records");
     assert!(
         common::object_paths(denying.as_ref(), &records_dir)
             .await

@@ -13,9 +13,9 @@ use audit_core::keys::AuditSigner;
 use audit_core::sink::AuditSink;
 use audit_s3_jsonl::{ArchiveOptions, ObjectStoreCheckpointPublisher, open_sink};
 use audit_testkit::servers::s3::MotoServer;
-use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 
 #[tokio::test]
 async fn deleting_the_tail_and_its_checkpoints_is_caught_by_published_checkpoints() {
@@ -68,9 +68,10 @@ async fn deleting_the_tail_and_its_checkpoints_is_caught_by_published_checkpoint
         primary
             .delete(
                 &prefix
-                    .child("ledger")
-                    .child("records")
-                    .child(format!("{seq:020}.jsonl")),
+                    .clone()
+                    .join("ledger")
+                    .join("records")
+                    .join(format!("{seq:020}.jsonl")),
             )
             .await
             .unwrap();
@@ -79,18 +80,20 @@ async fn deleting_the_tail_and_its_checkpoints_is_caught_by_published_checkpoint
         primary
             .delete(
                 &prefix
-                    .child("ledger")
-                    .child("checkpoints")
-                    .child(format!("{seq:020}.json")),
+                    .clone()
+                    .join("ledger")
+                    .join("checkpoints")
+                    .join(format!("{seq:020}.json")),
             )
             .await
             .unwrap();
         primary
             .delete(
                 &prefix
-                    .child("ledger")
-                    .child("tree-checkpoints")
-                    .child(format!("{seq:020}.note")),
+                    .clone()
+                    .join("ledger")
+                    .join("tree-checkpoints")
+                    .join(format!("{seq:020}.note")),
             )
             .await
             .unwrap();

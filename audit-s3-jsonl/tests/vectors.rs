@@ -12,9 +12,9 @@ use audit_core::chain::VerifyReport;
 use audit_core::{ChainId, Checkpoint};
 use audit_testkit::servers::s3::MotoServer;
 use audit_testkit::vectors::{dir as vectors, keyring};
-use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 
 fn folder(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
     Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap())

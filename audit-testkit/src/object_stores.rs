@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
 /// Implements `ObjectStore` for `$store`: puts go to its inherent
@@ -56,8 +56,11 @@ macro_rules! wrapping_store {
                 self.inner.get_opts(location, options).await
             }
 
-            async fn delete(&self, location: &Path) -> object_store::Result<()> {
-                self.inner.delete(location).await
+            fn delete_stream(
+                &self,
+                locations: BoxStream<'static, object_store::Result<Path>>,
+            ) -> BoxStream<'static, object_store::Result<Path>> {
+                self.inner.delete_stream(locations)
             }
 
             fn list(
@@ -82,12 +85,13 @@ macro_rules! wrapping_store {
                 self.inner.list_with_delimiter(prefix).await
             }
 
-            async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-                self.inner.copy(from, to).await
-            }
-
-            async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-                self.inner.copy_if_not_exists(from, to).await
+            async fn copy_opts(
+                &self,
+                from: &Path,
+                to: &Path,
+                options: CopyOptions,
+            ) -> object_store::Result<()> {
+                self.inner.copy_opts(from, to, options).await
             }
         }
     };

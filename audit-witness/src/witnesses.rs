@@ -36,7 +36,6 @@ use audit_core::Digest;
 use audit_core::chain::note::{Note, NoteError, NoteSignature, Vkey};
 use audit_core::chain::tree::{HashReader, prove_consistency};
 use audit_core::retry::RetryPolicy;
-use rand_core::RngCore as _;
 use tokio::sync::Mutex;
 
 use crate::client::{WitnessClient, WitnessError};
@@ -522,9 +521,11 @@ impl Witnesses {
     }
 }
 
-/// A delay drawn uniformly from `[delay / 2, delay]`.
+/// A delay drawn uniformly from `[delay / 2, delay]` (the whole delay when
+/// the operating system's random source fails).
 fn jitter(delay: Duration) -> Duration {
     let half = delay / 2;
-    let fraction = f64::from(rand_core::OsRng.next_u32()) / f64::from(u32::MAX);
+    let random = getrandom::u32().unwrap_or(u32::MAX);
+    let fraction = f64::from(random) / f64::from(u32::MAX);
     half + half.mul_f64(fraction)
 }
