@@ -528,6 +528,11 @@ impl Report<'_> {
         }
     }
 
+    /// The overlap limit, which applies when every record is signed.
+    fn overlapped_limit(&self) -> Option<f64> {
+        (self.args.sign == SignChoice::Every).then(|| self.limits.overlapped())
+    }
+
     fn limit_fraction(&self) -> f64 {
         self.fraction_of(self.limit().0)
     }
@@ -557,8 +562,8 @@ impl Report<'_> {
             "signs_per_s_one_core": self.limits.signs_one_core,
             "signs_per_s_all_cores": self.limits.signs_all_cores,
             "verify_strict_per_s_all_cores": self.limits.verifies_all_cores,
-            "overlapped_limit_events_per_s": self.limits.overlapped(),
-            "overlapped_limit_fraction": self.fraction_of(self.limits.overlapped()),
+            "overlapped_limit_events_per_s": self.overlapped_limit(),
+            "overlapped_limit_fraction": self.overlapped_limit().map(|limit| self.fraction_of(limit)),
             "raw_insert_rows_per_s": self.limits.raw_insert,
             "pipeline_events_per_s": self.pipeline.events_per_s(),
             "pipeline_appended": self.pipeline.appended,
@@ -607,11 +612,13 @@ impl Report<'_> {
             "raw inserts      {:>10.0} rows/s ({MAX_BATCH} rows per transaction)",
             self.limits.raw_insert
         );
-        println!(
-            "overlap limit    {:>10.0} events/s (signing and inserts perfectly overlapped on every core; the pipeline is at {:.1}%)",
-            self.limits.overlapped(),
-            self.fraction_of(self.limits.overlapped()) * 100.0
-        );
+        if let Some(limit) = self.overlapped_limit() {
+            println!(
+                "overlap limit    {:>10.0} events/s (signing and inserts perfectly overlapped on every core; the pipeline is at {:.1}%)",
+                limit,
+                self.fraction_of(limit) * 100.0
+            );
+        }
         println!(
             "verify limit     {:>10.0} strict signature checks/s on all cores",
             self.limits.verifies_all_cores
