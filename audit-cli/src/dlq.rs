@@ -187,9 +187,7 @@ fn replay_file(
             .replay_with(
                 &mut writer,
                 &chain,
-                &FallbackReplayOptions {
-                    require_authenticated,
-                },
+                &FallbackReplayOptions::default().with_require_authenticated(require_authenticated),
             )
             .await
             .map_err(|error| CliError::usage(error.to_string()))

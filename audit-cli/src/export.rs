@@ -26,10 +26,9 @@ pub fn run(
         .iter()
         .map(|name| ChainId::new(name).map_err(|error| CliError::usage(error.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
-    let options = ExportOptions {
-        batch_records: usize::try_from(segment_records.max(1)).unwrap_or(usize::MAX),
-        chains,
-    };
+    let options = ExportOptions::default()
+        .with_batch_records(usize::try_from(segment_records.max(1)).unwrap_or(usize::MAX))
+        .with_chains(chains);
     let report = block_on(async {
         let source = open_source(from).await?;
         let open = |chain: &ChainId| {

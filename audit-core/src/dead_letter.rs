@@ -279,13 +279,27 @@ impl FallbackReplay {
     }
 }
 
-/// How [`FallbackFile::replay_with`] treats the letters.
+/// How [`FallbackFile::replay_with`] treats the letters: [`Default`]
+/// (every letter), then the `with_*` methods.
 #[derive(Debug, Clone, Default)]
+#[must_use]
 pub struct ReplayOptions {
+    require_authenticated: Option<Keyring>,
+}
+
+impl ReplayOptions {
     /// When set, only letters that [`DeadLetter::verify`] accepts under
     /// this keyring are replayed; the others are reported in
     /// [`FallbackReplay::unauthenticated`] and left alone.
-    pub require_authenticated: Option<Keyring>,
+    pub fn with_require_authenticated(mut self, keyring: Option<Keyring>) -> Self {
+        self.require_authenticated = keyring;
+        self
+    }
+
+    /// The keyring letters must be authenticated by, if any.
+    pub fn require_authenticated(&self) -> Option<&Keyring> {
+        self.require_authenticated.as_ref()
+    }
 }
 
 /// A line of the fallback file that holds no letter.

@@ -33,13 +33,38 @@ use crate::chain::{ChainHead, ChainId, Record};
 use crate::sink::SinkError;
 use crate::store::{ChainSource, ChainStore, SourceError, SourceRecord};
 
-/// Options of [`export`].
+/// Options of [`export`]: [`Default`] (10,000 records per import, every
+/// chain), then the `with_*` methods.
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct ExportOptions {
-    /// Records written per import (one segment object in the archive).
-    pub batch_records: usize,
+    batch_records: usize,
+    chains: Vec<ChainId>,
+}
+
+impl ExportOptions {
+    /// Records written per import (one segment object in the archive; at
+    /// least 1).
+    pub fn with_batch_records(mut self, batch_records: usize) -> Self {
+        self.batch_records = batch_records.max(1);
+        self
+    }
+
     /// Only these chains (all when empty).
-    pub chains: Vec<ChainId>,
+    pub fn with_chains(mut self, chains: Vec<ChainId>) -> Self {
+        self.chains = chains;
+        self
+    }
+
+    /// Records written per import.
+    pub fn batch_records(&self) -> usize {
+        self.batch_records
+    }
+
+    /// The chains exported (all when empty).
+    pub fn chains(&self) -> &[ChainId] {
+        &self.chains
+    }
 }
 
 impl Default for ExportOptions {

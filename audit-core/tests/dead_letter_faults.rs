@@ -115,9 +115,7 @@ async fn replay_skips_bad_lines_and_refuses_unauthenticated_letters_when_asked()
     keyring.insert(signer.public_key());
     let memory = MemoryChain::new();
     let mut sink = memory.sink(ChainSinkOptions::unsigned());
-    let options = ReplayOptions {
-        require_authenticated: Some(keyring),
-    };
+    let options = ReplayOptions::default().with_require_authenticated(Some(keyring));
     let report = file
         .replay_with(&mut sink, &ChainId::default(), &options)
         .await

@@ -127,17 +127,17 @@ impl Default for WitnessLimits {
 /// state, the submission prefix and limits.
 pub struct WitnessConfig {
     /// The witness's key name `W` (e.g. `witness.example/w1`).
-    pub name: String,
+    pub(crate) name: String,
     /// The witness's Ed25519 key (a key of its own; see [`crate::keys`]).
-    pub key: Arc<dyn NoteSigningKey + Send + Sync>,
+    pub(crate) key: Arc<dyn NoteSigningKey + Send + Sync>,
     /// The logs' verifier keys (`origin+hash+base64(0x01 || pk)`).
-    pub logs: Vec<Vkey>,
+    pub(crate) logs: Vec<Vkey>,
     /// Where the latest cosigned heads are kept.
-    pub state: Arc<dyn WitnessState>,
+    pub(crate) state: Arc<dyn WitnessState>,
     /// The submission prefix (`""`, or e.g. `/witness`: no trailing `/`).
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Limits.
-    pub limits: WitnessLimits,
+    pub(crate) limits: WitnessLimits,
 }
 
 impl std::fmt::Debug for WitnessConfig {

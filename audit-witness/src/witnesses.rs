@@ -99,16 +99,50 @@ impl<R: HashReader + Send + Sync> ConsistencySource for ReaderSource<R> {
     }
 }
 
-/// How often and how insistently witnesses are asked.
+/// How often and how insistently witnesses are asked: [`Default`], then
+/// the `with_*` methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
 pub struct WitnessOptions {
+    min_interval: Duration,
+    backoff: RetryPolicy,
+    max_conflict_retries: u32,
+}
+
+impl WitnessOptions {
     /// The least time between two requests to one witness (default 10 s).
-    pub min_interval: Duration,
+    pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
+        self.min_interval = min_interval;
+        self
+    }
+
     /// Backoff after failures: `initial × 2^(failures-1)`, capped at `max`,
     /// each delay drawn uniformly from its upper half (default 1 s to 5 min).
-    pub backoff: RetryPolicy,
+    pub fn with_backoff(mut self, backoff: RetryPolicy) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
     /// Requests again from the size a 409 answers, at most (default 1).
-    pub max_conflict_retries: u32,
+    pub fn with_max_conflict_retries(mut self, max_conflict_retries: u32) -> Self {
+        self.max_conflict_retries = max_conflict_retries;
+        self
+    }
+
+    /// The least time between two requests to one witness.
+    pub fn min_interval(&self) -> Duration {
+        self.min_interval
+    }
+
+    /// Backoff after failures.
+    pub fn backoff(&self) -> RetryPolicy {
+        self.backoff
+    }
+
+    /// Requests again from the size a 409 answers, at most.
+    pub fn max_conflict_retries(&self) -> u32 {
+        self.max_conflict_retries
+    }
 }
 
 impl Default for WitnessOptions {

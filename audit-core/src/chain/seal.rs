@@ -68,13 +68,7 @@ impl Sealer {
     /// record commits to the one before); signing of large batches is spread
     /// over all cores, and gives the same bytes as sequential signing.
     pub fn seal_batch(&self, head: ChainHead, events: &[AuditEvent]) -> Vec<Record> {
-        let mut records = Vec::with_capacity(events.len());
-        let mut head = head;
-        for event in events {
-            let record = self.link(head, event);
-            head = record.head();
-            records.push(record);
-        }
+        let mut records = self.link_all(head, events);
         if let Some(signer) = self.record_signer() {
             sign_all(&mut records, signer);
         }
@@ -112,13 +106,7 @@ impl Sealer {
         events: &[AuditEvent],
         mut write: impl FnMut(&[Record]) -> Result<(), E>,
     ) -> Result<Vec<Record>, E> {
-        let mut records = Vec::with_capacity(events.len());
-        let mut next = head;
-        for event in events {
-            let record = self.link(next, event);
-            next = record.head();
-            records.push(record);
-        }
+        let mut records = self.link_all(head, events);
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         match self.record_signer() {
             Some(signer) if threads >= 2 && records.len() >= 2 * STREAM_CHUNK => {
@@ -131,6 +119,19 @@ impl Sealer {
             None => write(&records)?,
         }
         Ok(records)
+    }
+
+    /// Links `events` in order after `head`, unsigned: seq, prev and
+    /// record hash (sequential: each record commits to the one before).
+    fn link_all(&self, head: ChainHead, events: &[AuditEvent]) -> Vec<Record> {
+        let mut records = Vec::with_capacity(events.len());
+        let mut next = head;
+        for event in events {
+            let record = self.link(next, event);
+            next = record.head();
+            records.push(record);
+        }
+        records
     }
 
     fn record_signer(&self) -> Option<&AuditSigner> {

@@ -157,10 +157,7 @@ async fn our_client_gets_cosignatures_from_a_python_witness() {
     // A witness set against it: learns 6 from the 409, proves from there.
     let witnesses = Witnesses::new(vec![client], 1)
         .unwrap()
-        .with_options(WitnessOptions {
-            min_interval: Duration::ZERO,
-            ..WitnessOptions::default()
-        });
+        .with_options(WitnessOptions::default().with_min_interval(Duration::ZERO));
     let cosigned = witnesses.cosign(&log.note(), &log.source()).await;
     assert!(
         matches!(

@@ -11,10 +11,7 @@ use audit_witness::{OutcomeKind, WitnessLimits, WitnessOptions, Witnesses};
 use crate::common::*;
 
 fn eager() -> WitnessOptions {
-    WitnessOptions {
-        min_interval: Duration::ZERO,
-        ..WitnessOptions::default()
-    }
+    WitnessOptions::default().with_min_interval(Duration::ZERO)
 }
 
 #[tokio::test]

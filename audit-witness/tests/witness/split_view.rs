@@ -64,10 +64,7 @@ async fn a_fork_is_refused_once_the_original_is_cosigned() {
     // and a verifier with the quorum rejects it; A's passes.
     let witnesses = Witnesses::new(vec![client_of(&witness)], 1)
         .unwrap()
-        .with_options(WitnessOptions {
-            min_interval: std::time::Duration::ZERO,
-            ..WitnessOptions::default()
-        });
+        .with_options(WitnessOptions::default().with_min_interval(std::time::Duration::ZERO));
     let cosigned_b = witnesses.cosign(&chain_b.note(), &chain_b.source()).await;
     assert!(!cosigned_b.quorum_met());
     assert!(
