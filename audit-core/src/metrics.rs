@@ -57,8 +57,11 @@
 //! oldest waiting event is measured from the later of two instants: when
 //! the queue last became non-empty, and when the event the drainer took
 //! last was submitted (the next one waiting was submitted after it, as
-//! the channel is first in, first out). It is exact for one producer and
-//! an upper bound by at most the producers' skew for several.
+//! the channel is first in, first out). It is therefore an upper bound
+//! (give or take the instant between two producers' `submit` calls, whose
+//! envelopes may enter the channel in the other order): the oldest waiting
+//! event is at most that old, and exactly that old when it arrived in an
+//! empty queue.
 //!
 //! | name | kind | meaning |
 //! |---|---|---|
