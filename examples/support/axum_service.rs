@@ -55,6 +55,9 @@ impl App {
     }
 }
 
+/// The principal of a request. The example takes it from a header to stay
+/// short; a real service takes it from its authentication (a verified
+/// token or client certificate), never from a header the caller chooses.
 fn agent(headers: &HeaderMap) -> Result<String, StatusCode> {
     headers
         .get("x-agent")

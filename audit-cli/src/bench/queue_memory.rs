@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use audit_core::AuditEvent;
 use audit_core::pipeline::AuditPipeline;
-use audit_core::sink::{AppendOutcome, AuditSink, Receipt, SinkError};
+use audit_core::sink::{AppendOutcome, AuditSink, SinkError};
 use tokio::sync::Semaphore;
 
 use super::measure::proc_status_bytes;
@@ -77,7 +77,9 @@ pub fn measure(
 }
 
 /// A sink that takes nothing until its gate opens (it never does: closing
-/// the gate makes every append return at once, unwritten).
+/// the gate makes every append return at once). It writes nothing, so it
+/// says so: every event it is handed is dead-lettered, never counted
+/// appended.
 struct HeldSink {
     gate: Arc<Semaphore>,
 }
@@ -91,13 +93,8 @@ impl AuditSink for HeldSink {
         let _ = self.gate.acquire().await;
         Ok(events
             .iter()
-            .map(|_| {
-                AppendOutcome::Appended(Receipt {
-                    chain: audit_core::chain::ChainId::default(),
-                    seq: 0,
-                    record_hash: audit_core::Digest([0; 32]),
-                    already_present: false,
-                })
+            .map(|_| AppendOutcome::DeadLettered {
+                reason: "the memory measurement's held sink writes nothing".into(),
             })
             .collect())
     }
