@@ -460,7 +460,7 @@ fn raw_insert_rate(
         let mut records = sealer.seal_batch(head, &batch);
         if sign_mode == SignMode::EveryRecord {
             for record in &mut records {
-                record.key_id = Some(signer.key_id().to_string());
+                record.key_id = Some(signer.key_id().to_string().into());
                 record.sig = Some([0x5a; 64]);
             }
         }

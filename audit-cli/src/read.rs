@@ -149,7 +149,7 @@ fn record_json(record: &Record) -> serde_json::Value {
         "chain": record.chain.as_str(),
         "seq": record.seq,
         "event": serde_json::from_str::<serde_json::Value>(&record.event_json)
-            .unwrap_or_else(|_| serde_json::Value::String(record.event_json.clone())),
+            .unwrap_or_else(|_| serde_json::Value::String(record.event_json.to_string())),
         "event_hash": record.event_hash.to_hex(),
         "prev": record.prev.to_hex(),
         "hash": record.hash.to_hex(),

@@ -71,7 +71,7 @@ fn leaves(url: &str) -> Vec<Vec<u8>> {
         let mut leaves = Vec::new();
         while let Some(row) = rows.next().await {
             match row.unwrap() {
-                SourceRecord::Record(record) => leaves.push(record.event_json.into_bytes()),
+                SourceRecord::Record(record) => leaves.push(record.event_json.as_bytes().to_vec()),
                 SourceRecord::Malformed { seq, detail } => panic!("row {seq}: {detail}"),
             }
         }

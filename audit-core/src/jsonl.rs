@@ -24,6 +24,7 @@ use serde_json::value::RawValue;
 use crate::chain::{ChainId, Checkpoint, Record};
 use crate::digest::Digest;
 use crate::error::JsonlError;
+use crate::shared_str::SharedStr;
 
 /// The format version written in every line (`"v":1`).
 pub const FORMAT_VERSION: u64 = 1;
@@ -40,7 +41,7 @@ struct RecordLine<'a> {
     event_hash: String,
     prev: String,
     hash: String,
-    key_id: Option<String>,
+    key_id: Option<SharedStr>,
     sig: Option<String>,
 }
 
@@ -58,7 +59,7 @@ struct CheckpointObject {
 
 /// Encodes a record as one line, `\n` included.
 pub fn encode_record(record: &Record) -> String {
-    let event = RawValue::from_string(record.event_json.clone()).ok();
+    let event = RawValue::from_string(record.event_json.to_string()).ok();
     let line = event.as_deref().map(|event| RecordLine {
         v: FORMAT_VERSION,
         chain: record.chain.as_str().into(),
@@ -104,7 +105,7 @@ pub fn decode_record(line: &str) -> Result<Record, JsonlError> {
     Ok(Record {
         chain,
         seq: parsed.seq,
-        event_json: parsed.event.get().to_owned(),
+        event_json: parsed.event.get().into(),
         columns: None,
         event_hash: digest("event_hash", &parsed.event_hash)?,
         prev: digest("prev", &parsed.prev)?,

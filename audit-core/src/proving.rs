@@ -204,7 +204,7 @@ pub async fn prove_inclusion(
         )
     })?;
     let mut file = InclusionProof::new(index, proof, note.clone());
-    file.extra = Some(record.event_json.into_bytes());
+    file.extra = Some(record.event_json.as_bytes().to_vec());
     Ok(file)
 }
 

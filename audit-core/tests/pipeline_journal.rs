@@ -110,7 +110,7 @@ async fn replay_after_crash(config: JournalConfig, events: Vec<AuditEvent>) {
     let ids: Vec<String> = chain
         .records()
         .iter()
-        .map(|record| record.columns.as_ref().unwrap().id.clone())
+        .map(|record| record.columns.as_ref().unwrap().id.to_string())
         .collect();
     let mut expected: Vec<String> = events.iter().map(|event| event.id().to_owned()).collect();
     expected.push(later.id().to_owned());

@@ -323,7 +323,7 @@ impl StateMachineTest for PipelineMachine {
         // Where each event ended: position in the chain or in the fallback file.
         let mut in_chain: HashMap<String, usize> = HashMap::new();
         for (index, record) in sut.chain.records().iter().enumerate() {
-            let id = record.columns.as_ref().unwrap().id.clone();
+            let id = record.columns.as_ref().unwrap().id.to_string();
             assert!(
                 in_chain.insert(id, index).is_none(),
                 "an event is twice in the chain"

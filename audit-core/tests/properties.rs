@@ -123,15 +123,15 @@ fn first_failure_seq(records: &[Record], head: ChainHead) -> Option<u64> {
         .map(|failure| failure.seq)
 }
 
-fn flip_string(text: &mut String, bit: usize) {
-    let mut bytes = std::mem::take(text).into_bytes();
+fn flip_string(text: &mut audit_core::SharedStr, bit: usize) {
+    let mut bytes = text.as_bytes().to_vec();
     if bytes.is_empty() {
         bytes.push(b'x');
     } else {
         let index = (bit / 8) % bytes.len();
         bytes[index] ^= 1 << (bit % 8);
     }
-    *text = String::from_utf8_lossy(&bytes).into_owned();
+    *text = String::from_utf8_lossy(&bytes).into_owned().into();
 }
 
 fn flip_array<const N: usize>(bytes: &mut [u8; N], bit: usize) {

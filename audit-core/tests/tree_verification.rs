@@ -200,7 +200,7 @@ async fn a_rewritten_record_makes_proofs_fail_closed() {
     let note = newest_tree_checkpoint(&chain.store, &id).await.unwrap();
     prove_inclusion(&chain.store, &id, 4, &note).await.unwrap();
     chain.store.tamper(&id, |records| {
-        records[3].event_json = records[3].event_json.replace("\"n\":3", "\"n\":33");
+        records[3].event_json = records[3].event_json.replace("\"n\":3", "\"n\":33").into();
     });
     let error = prove_inclusion(&chain.store, &id, 4, &note)
         .await

@@ -30,16 +30,16 @@ fn sqlite_records(path: &Path) -> Vec<Record> {
                 chain: ChainId::new(row.get::<_, String>(0)?).unwrap(),
                 seq: row.get::<_, i64>(1)? as u64,
                 columns: Some(EventColumns {
-                    id: row.get(2)?,
-                    event_type: row.get(3)?,
-                    actor: row.get(4)?,
-                    time: row.get(5)?,
+                    id: row.get::<_, String>(2)?.into(),
+                    event_type: row.get::<_, String>(3)?.into(),
+                    actor: row.get::<_, String>(4)?.into(),
+                    time: row.get::<_, String>(5)?.into(),
                 }),
-                event_json: row.get(6)?,
+                event_json: row.get::<_, String>(6)?.into(),
                 event_hash: blob32(row, 7),
                 prev: blob32(row, 8),
                 hash: blob32(row, 9),
-                key_id: row.get(10)?,
+                key_id: row.get::<_, Option<String>>(10)?.map(Into::into),
                 sig: row
                     .get::<_, Option<Vec<u8>>>(11)?
                     .map(|sig| sig.try_into().unwrap()),

@@ -434,16 +434,16 @@ fn decode_columns(chain: &ChainId, seq: u64, row: &Row) -> Result<Record, String
         chain: chain.clone(),
         seq,
         columns: Some(EventColumns {
-            id: column(row, 1, "event_id")?,
-            event_type: column(row, 2, "event_type")?,
-            actor: column(row, 3, "actor")?,
-            time: column(row, 4, "event_time")?,
+            id: column::<String>(row, 1, "event_id")?.into(),
+            event_type: column::<String>(row, 2, "event_type")?.into(),
+            actor: column::<String>(row, 3, "actor")?.into(),
+            time: column::<String>(row, 4, "event_time")?.into(),
         }),
-        event_json: column(row, 5, "event_json")?,
+        event_json: column::<String>(row, 5, "event_json")?.into(),
         event_hash: digest(row, 6, "event_hash")?,
         prev: digest(row, 7, "prev_hash")?,
         hash: digest(row, 8, "record_hash")?,
-        key_id,
+        key_id: key_id.map(audit_core::SharedStr::from),
         sig: sig.map(|bytes| signature(bytes, "signature")).transpose()?,
     })
 }

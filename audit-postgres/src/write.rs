@@ -45,7 +45,7 @@ use audit_core::chain::{
 use audit_core::dead_letter::DeadLetter;
 use audit_core::sink::{ErrorClass, SinkError};
 use audit_core::store::ChainStore;
-use audit_core::{AuditEvent, Digest};
+use audit_core::{AuditEvent, Digest, SharedStr};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, IsolationLevel, Row, Socket, Statement, Transaction};
 
@@ -517,7 +517,8 @@ async fn move_head(
 /// gets empty copies, and the verifier reports the mismatch.
 fn columns_of(record: &Record) -> EventColumns {
     let event = AuditEvent::from_canonical(&record.event_json).ok();
-    let member = |get: fn(&AuditEvent) -> &str| event.as_ref().map(get).unwrap_or("").to_owned();
+    let member =
+        |get: fn(&AuditEvent) -> &str| SharedStr::from(event.as_ref().map(get).unwrap_or(""));
     EventColumns {
         id: member(AuditEvent::id),
         event_type: member(AuditEvent::event_type),

@@ -75,11 +75,11 @@ impl Tamper for PostgresTamper {
                         &member(AuditEvent::event_type),
                         &member(AuditEvent::actor),
                         &member(AuditEvent::time),
-                        &record.event_json,
+                        &record.event_json.as_str(),
                         &record.event_hash.as_bytes().as_slice(),
                         &record.prev.as_bytes().as_slice(),
                         &record.hash.as_bytes().as_slice(),
-                        &record.key_id,
+                        &record.key_id.as_deref(),
                         &record.sig.as_ref().map(|sig| sig.as_slice()),
                     ],
                 )

@@ -22,7 +22,7 @@ async fn stored_ids(url: &str, chain: &ChainId) -> Vec<String> {
     common::stored_records(url, chain)
         .await
         .into_iter()
-        .map(|record| record.columns.unwrap().id)
+        .map(|record| record.columns.unwrap().id.to_string())
         .collect()
 }
 

@@ -415,7 +415,7 @@ impl ObjectStoreChain {
                     .collect();
                 for record in records {
                     let id = match &record.columns {
-                        Some(columns) => Some(columns.id.clone()),
+                        Some(columns) => Some(columns.id.to_string()),
                         None => event_id(&record.event_json),
                     };
                     if let Some(id) = id {

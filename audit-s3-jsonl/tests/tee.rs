@@ -127,7 +127,7 @@ impl TeeRun {
             .primary
             .records()
             .iter()
-            .map(|record| record.event_json.clone())
+            .map(|record| record.event_json.to_string())
             .collect();
         let mut expected: Vec<String> = self
             .submitted
@@ -163,12 +163,12 @@ async fn a_moto_mirror_holds_the_primarys_chain_event_for_event() {
         .primary
         .records()
         .into_iter()
-        .map(|record| (record.seq, record.event_json))
+        .map(|record| (record.seq, record.event_json.to_string()))
         .collect();
     let mirrored: Vec<(u64, String)> = common::records(&store, &mirror, &ChainId::default())
         .await
         .into_iter()
-        .map(|record| (record.seq, record.event_json))
+        .map(|record| (record.seq, record.event_json.to_string()))
         .collect();
     assert_eq!(mirrored, primary);
 }

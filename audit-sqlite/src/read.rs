@@ -417,18 +417,18 @@ fn decode_record(chain: &ChainId, row: &Row<'_>, last_seq: &mut i128) -> SourceR
 fn try_decode_record(chain: &ChainId, seq: u64, row: &Row<'_>) -> Decoded<Record> {
     let key_id = match row.get_ref(9) {
         Ok(ValueRef::Null) => None,
-        _ => Some(text(row, 9, "key_id")?),
+        _ => Some(text(row, 9, "key_id")?.into()),
     };
     Ok(Record {
         chain: chain.clone(),
         seq,
         columns: Some(EventColumns {
-            id: text(row, 1, "event_id")?,
-            event_type: text(row, 2, "event_type")?,
-            actor: text(row, 3, "actor")?,
-            time: text(row, 4, "event_time")?,
+            id: text(row, 1, "event_id")?.into(),
+            event_type: text(row, 2, "event_type")?.into(),
+            actor: text(row, 3, "actor")?.into(),
+            time: text(row, 4, "event_time")?.into(),
         }),
-        event_json: text(row, 5, "event_json")?,
+        event_json: text(row, 5, "event_json")?.into(),
         event_hash: digest(row, 6, "event_hash")?,
         prev: digest(row, 7, "prev_hash")?,
         hash: digest(row, 8, "record_hash")?,

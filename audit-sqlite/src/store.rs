@@ -102,6 +102,9 @@ pub struct SqliteStore {
     path: PathBuf,
     describe: String,
     connection: Option<Connection>,
+    /// Appends left that look their event ids up before inserting, since
+    /// the last batch that held an id already stored (see [`IdCheck`]).
+    lookups_left: u32,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -140,6 +143,7 @@ impl SqliteStore {
             describe: describe(&path),
             path,
             connection: Some(connection),
+            lookups_left: 0,
         })
     }
 
@@ -471,16 +475,69 @@ pub fn insert_sealed_blocking(
     commit(transaction, &describe)
 }
 
-/// The body of one append, inside `transaction`: read the head and the
-/// ids already present, seal with the core's plan, insert. The caller commits.
+/// How an append finds the batch's events already in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdCheck {
+    /// Looks every id up before sealing: already stored events get their
+    /// stored receipt.
+    LookUpFirst,
+    /// Seals and inserts without a lookup, leaving it to the
+    /// `UNIQUE (chain_id, event_id)` constraint: any constraint violation
+    /// fails the attempt as a [`ErrorClass::Conflict`], and the caller rolls
+    /// back and appends again with [`IdCheck::LookUpFirst`]. Under
+    /// `BEGIN IMMEDIATE` no other writer can take a seq meanwhile, so in a
+    /// chain whose events arrive once (the common case) this saves the
+    /// lookups and costs nothing else.
+    ByConstraint,
+}
+
+/// Batches that look their ids up first after one that held an id already
+/// stored: a writer replaying a journal after a crash meets them in runs.
+const LOOKUP_BATCHES_AFTER_REPEAT: u32 = 16;
+
+/// One append attempt in its own transaction, committed; with
+/// [`IdCheck::ByConstraint`] first when `optimistic`, falling back to
+/// [`IdCheck::LookUpFirst`] on a constraint violation. Also says whether it
+/// fell back.
+fn append_committed(
+    connection: &mut Connection,
+    plan: &BatchPlan,
+    optimistic: bool,
+    describe: &str,
+) -> Result<(SealedBatch, bool), SinkError> {
+    if optimistic {
+        let transaction = begin(connection, describe)?;
+        match append_in(&transaction, plan, IdCheck::ByConstraint, describe) {
+            Ok(sealed) => {
+                commit(transaction, describe)?;
+                return Ok((sealed, false));
+            }
+            // Dropping the transaction rolls it back.
+            Err(error) if error.class == ErrorClass::Conflict => drop(transaction),
+            Err(error) => return Err(error),
+        }
+    }
+    let transaction = begin(connection, describe)?;
+    let sealed = append_in(&transaction, plan, IdCheck::LookUpFirst, describe)?;
+    commit(transaction, describe)?;
+    Ok((sealed, optimistic))
+}
+
+/// The body of one append, inside `transaction`: read the head and (per
+/// `ids`) the ids already present, seal with the core's plan, insert. The
+/// caller commits.
 pub(crate) fn append_in(
     transaction: &Transaction<'_>,
     plan: &BatchPlan,
+    ids: IdCheck,
     describe: &str,
 ) -> Result<SealedBatch, SinkError> {
     let head = read_head(transaction, plan.chain(), describe)?;
     let tree = crate::tree::catch_up(transaction, plan.chain(), head.seq, describe)?;
-    let present = present_ids(transaction, plan.chain(), plan.ids(), describe)?;
+    let present = match ids {
+        IdCheck::LookUpFirst => present_ids(transaction, plan.chain(), plan.ids(), describe)?,
+        IdCheck::ByConstraint => PresentIds::new(),
+    };
     // Each chunk of records is inserted while the next is being signed.
     let sealed = plan.seal_streaming(head, &tree, &present, |records| {
         insert_records(transaction, records, describe)
@@ -617,13 +674,18 @@ pub(crate) fn commit(transaction: Transaction<'_>, describe: &str) -> Result<(),
 impl ChainStore for SqliteStore {
     async fn append_once(&mut self, plan: &BatchPlan) -> Result<SealedBatch, SinkError> {
         let plan = plan.clone();
-        self.run(move |connection, describe| {
-            let transaction = begin(connection, describe)?;
-            let sealed = append_in(&transaction, &plan, describe)?;
-            commit(transaction, describe)?;
-            Ok(sealed)
-        })
-        .await
+        let optimistic = self.lookups_left == 0;
+        let (sealed, fell_back) = self
+            .run(move |connection, describe| {
+                append_committed(connection, &plan, optimistic, describe)
+            })
+            .await?;
+        self.lookups_left = if fell_back {
+            LOOKUP_BATCHES_AFTER_REPEAT
+        } else {
+            self.lookups_left.saturating_sub(1)
+        };
+        Ok(sealed)
     }
 
     async fn import(&mut self, records: &[Record]) -> Result<(), SinkError> {

@@ -71,7 +71,20 @@ pub(crate) fn read_frontier(
     decode_frontier(size, &bytes).map_err(|error| permanent(describe, chain, error.to_string()))
 }
 
-/// Stores tree rows and the frontier after them.
+/// Tree rows per multi-row `INSERT` statement.
+const ROWS_PER_INSERT: usize = 256;
+
+/// The multi-row `INSERT` for `rows` tree rows.
+fn insert_rows_sql(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO audit_tree_nodes (chain_id, seq, hashes) VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(?,?,?)" } else { ",(?,?,?)" });
+    }
+    sql
+}
+
+/// Stores tree rows and the frontier after them, [`ROWS_PER_INSERT`] rows
+/// per prepared (and cached) statement.
 pub(crate) fn store_tree(
     connection: &Connection,
     chain: &ChainId,
@@ -79,13 +92,21 @@ pub(crate) fn store_tree(
     frontier: &TreeFrontier,
     describe: &str,
 ) -> Result<(), SinkError> {
-    let mut insert = connection
-        .prepare_cached("INSERT INTO audit_tree_nodes (chain_id, seq, hashes) VALUES (?1, ?2, ?3)")
-        .map_err(|error| sink_error(describe, "preparing the tree row insert", error))?;
-    for row in rows {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut insert = connection
+            .prepare_cached(&insert_rows_sql(chunk.len()))
+            .map_err(|error| sink_error(describe, "preparing the tree row insert", error))?;
+        for (index, row) in chunk.iter().enumerate() {
+            let base = index * 3;
+            let bound = insert
+                .raw_bind_parameter(base + 1, chain.as_str())
+                .and_then(|()| insert.raw_bind_parameter(base + 2, sql_int(row.seq)))
+                .and_then(|()| insert.raw_bind_parameter(base + 3, row.encode()));
+            bound.map_err(|error| sink_error(describe, "binding a tree row", error))?;
+        }
         insert
-            .execute(params![chain.as_str(), sql_int(row.seq), row.encode()])
-            .map_err(|error| sink_error(describe, "inserting a tree row", error))?;
+            .raw_execute()
+            .map_err(|error| sink_error(describe, "inserting tree rows", error))?;
     }
     connection
         .prepare_cached(

@@ -67,11 +67,11 @@ impl Tamper for SqliteTamper {
                         member(&event, "type"),
                         member(&event, "actor"),
                         member(&event, "time"),
-                        record.event_json,
+                        record.event_json.as_str(),
                         record.event_hash.as_bytes().as_slice(),
                         record.prev.as_bytes().as_slice(),
                         record.hash.as_bytes().as_slice(),
-                        record.key_id,
+                        record.key_id.as_deref(),
                         record.sig.as_ref().map(|sig| sig.as_slice()),
                     ],
                 )

@@ -115,6 +115,42 @@ async fn an_event_id_already_in_the_chain_keeps_its_record() {
     assert_eq!(report.records, 5);
 }
 
+/// Appends insert without looking ids up first and leave repeats to the
+/// UNIQUE constraint: a repeat deep in a large signed batch (met while
+/// later chunks are still being signed) and one long after the last
+/// repeat both fall back to the lookup, and nothing is stored twice.
+#[tokio::test]
+async fn a_repeat_found_by_the_constraint_is_appended_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let (options, keyring) = signed_options();
+    let mut sink = open_sink(&path, options, SqliteOptions::default())
+        .await
+        .unwrap();
+    let events: Vec<AuditEvent> = (0..4_000).map(event).collect();
+    sink.append_batch(&events[..2_000]).await.unwrap();
+    let mut second: Vec<AuditEvent> = events[2_000..3_999].to_vec();
+    second.insert(1_500, events[7].clone());
+    let outcomes = receipts(&sink.append_batch(&second).await.unwrap());
+    assert_eq!(outcomes[1_500], (8, true));
+    assert_eq!(outcomes[1_499], (3_500, false));
+    assert_eq!(outcomes[1_501], (3_501, false));
+    assert_eq!(outcomes.last(), Some(&(3_999, false)));
+    sink.append_batch(&events[3_999..]).await.unwrap();
+    // Twenty clean batches, past the window of lookups after a repeat.
+    let clean: Vec<AuditEvent> = (4_000..4_020).map(event).collect();
+    for one in clean.chunks(1) {
+        sink.append_batch(one).await.unwrap();
+    }
+    let outcomes = sink
+        .append_batch(&[clean[0].clone(), event(5_000)])
+        .await
+        .unwrap();
+    assert_eq!(receipts(&outcomes), [(4_001, true), (4_021, false)]);
+    let report = verify(&path, &keyring);
+    assert_eq!(report.records, 4_021);
+}
+
 #[tokio::test]
 async fn a_second_sink_on_the_same_file_continues_the_chain() {
     let dir = tempfile::tempdir().unwrap();

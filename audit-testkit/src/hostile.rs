@@ -332,7 +332,7 @@ pub async fn tampered_vectors(new_store: &TamperFactory) {
     type Change = fn(&mut Vec<Record>);
     let cases: [(&str, u64, Change); 5] = [
         ("payload edited", 42, |records| {
-            records[41].event_json = records[41].event_json.replacen('}', ",\"x\":1}", 1);
+            records[41].event_json = records[41].event_json.replacen('}', ",\"x\":1}", 1).into();
         }),
         ("record deleted", 151, |records| {
             records.remove(149);
@@ -343,10 +343,10 @@ pub async fn tampered_vectors(new_store: &TamperFactory) {
             }
         }),
         ("actor inside the event edited", 25, |records| {
-            records[24].event_json =
-                records[24]
-                    .event_json
-                    .replacen("\"actor\":\"", "\"actor\":\"x", 1);
+            records[24].event_json = records[24]
+                .event_json
+                .replacen("\"actor\":\"", "\"actor\":\"x", 1)
+                .into();
         }),
         (
             "records 45 to 52 deleted (a whole segment)",

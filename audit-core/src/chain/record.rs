@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::{push_str, sha256};
 use crate::digest::Digest;
 use crate::error::ChainIdError;
+use crate::shared_str::SharedStr;
 
 /// Maximum byte length of a chain name.
 pub const MAX_CHAIN_BYTES: usize = 128;
@@ -79,13 +80,13 @@ impl ChainHead {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventColumns {
     /// `event_id`.
-    pub id: String,
+    pub id: SharedStr,
     /// `event_type`.
-    pub event_type: String,
+    pub event_type: SharedStr,
     /// `actor`.
-    pub actor: String,
+    pub actor: SharedStr,
     /// `event_time`.
-    pub time: String,
+    pub time: SharedStr,
 }
 
 /// One record as stored: what a sink writes and a verifier reads.
@@ -95,8 +96,9 @@ pub struct Record {
     pub chain: ChainId,
     /// Position in the chain, from 1.
     pub seq: u64,
-    /// The canonical event bytes `E`, byte for byte.
-    pub event_json: String,
+    /// The canonical event bytes `E`, byte for byte (sealed records share
+    /// them with their event).
+    pub event_json: SharedStr,
     /// Column copies of the event's members (SQL storage), if stored.
     pub columns: Option<EventColumns>,
     /// `H(E)` as stored.
@@ -106,7 +108,7 @@ pub struct Record {
     /// `record_hash` as stored.
     pub hash: Digest,
     /// Key id of the signing key, when signed.
-    pub key_id: Option<String>,
+    pub key_id: Option<SharedStr>,
     /// Ed25519 signature of `hash`, when signed.
     pub sig: Option<[u8; 64]>,
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use super::{ChainHead, ChainId, EventColumns, Record, record_hash};
 use crate::event::AuditEvent;
 use crate::keys::AuditSigner;
+use crate::shared_str::{EventPart, SharedStr};
 
 /// Which records carry a signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,7 +60,7 @@ impl Sealer {
     pub fn seal(&self, head: ChainHead, event: &AuditEvent) -> Record {
         let mut record = self.link(head, event);
         if let Some(signer) = self.record_signer() {
-            sign_record(&mut record, signer);
+            sign_record(&mut record, signer, &key_id_text(signer));
         }
         record
     }
@@ -147,12 +148,12 @@ impl Sealer {
         Record {
             chain: self.chain.clone(),
             seq,
-            event_json: event.canonical_json().to_owned(),
+            event_json: SharedStr::of_event(event, EventPart::Canonical),
             columns: Some(EventColumns {
-                id: event.id().to_owned(),
-                event_type: event.event_type().to_owned(),
-                actor: event.actor().to_owned(),
-                time: event.time().to_owned(),
+                id: SharedStr::of_event(event, EventPart::Id),
+                event_type: SharedStr::of_event(event, EventPart::Type),
+                actor: SharedStr::of_event(event, EventPart::Actor),
+                time: SharedStr::of_event(event, EventPart::Time),
             }),
             hash: record_hash(&self.chain, seq, &head.hash, &event_hash),
             event_hash,
@@ -177,6 +178,7 @@ fn sign_streaming<E>(
     write: &mut impl FnMut(&[Record]) -> Result<(), E>,
 ) -> Result<(), E> {
     let stop = AtomicBool::new(false);
+    let key_id = &key_id_text(signer);
     let chunks = Mutex::new(records.chunks_mut(STREAM_CHUNK).enumerate());
     std::thread::scope(|scope| {
         let (signed, done) = mpsc::channel::<(usize, &mut [Record])>();
@@ -192,7 +194,7 @@ fn sign_streaming<E>(
                     let Some((index, chunk)) = next else { break };
                     chunk
                         .iter_mut()
-                        .for_each(|record| sign_record(record, signer));
+                        .for_each(|record| sign_record(record, signer, key_id));
                     if signed.send((index, chunk)).is_err() {
                         break;
                     }
@@ -216,17 +218,25 @@ fn sign_streaming<E>(
     })
 }
 
-fn sign_record(record: &mut Record, signer: &AuditSigner) {
+/// Signs `record` with `signer`, whose key id (made once per batch, then
+/// shared) is `key_id`.
+fn sign_record(record: &mut Record, signer: &AuditSigner, key_id: &SharedStr) {
     record.sig = Some(signer.sign(&record.hash));
-    record.key_id = Some(signer.key_id().to_string());
+    record.key_id = Some(key_id.clone());
+}
+
+/// The key id of `signer`, to share among the records of a batch.
+fn key_id_text(signer: &AuditSigner) -> SharedStr {
+    SharedStr::from(signer.key_id().to_string())
 }
 
 fn sign_all(records: &mut [Record], signer: &AuditSigner) {
+    let key_id = &key_id_text(signer);
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if threads < 2 || records.len() < PARALLEL_SIGN_THRESHOLD {
         records
             .iter_mut()
-            .for_each(|record| sign_record(record, signer));
+            .for_each(|record| sign_record(record, signer, key_id));
         return;
     }
     let chunk = records.len().div_ceil(threads);
@@ -236,12 +246,12 @@ fn sign_all(records: &mut [Record], signer: &AuditSigner) {
         for part in chunks {
             scope.spawn(move || {
                 part.iter_mut()
-                    .for_each(|record| sign_record(record, signer))
+                    .for_each(|record| sign_record(record, signer, key_id))
             });
         }
         if let Some(part) = first {
             part.iter_mut()
-                .for_each(|record| sign_record(record, signer));
+                .for_each(|record| sign_record(record, signer, key_id));
         }
     });
 }

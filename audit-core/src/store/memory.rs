@@ -20,12 +20,13 @@ use crate::chain::tree_checkpoint::merge_notes;
 use crate::chain::tree_rows::{TreeGrowth, TreeRow};
 use crate::chain::{BatchPlan, ChainHead, ChainId, Checkpoint, PresentIds, Record, SealedBatch};
 use crate::dead_letter::DeadLetter;
+use crate::shared_str::SharedStr;
 use crate::sink::{ErrorClass, SinkError};
 
 #[derive(Debug, Default)]
 struct MemoryChain {
     records: Vec<Record>,
-    by_id: HashMap<String, usize>,
+    by_id: HashMap<SharedStr, usize>,
     checkpoints: BTreeMap<u64, Checkpoint>,
     tree: TreeFrontier,
     tree_rows: HashMap<u64, Vec<u8>>,
@@ -180,7 +181,7 @@ impl ChainStore for MemoryStore {
                 return Err(self.conflict(record.seq));
             }
             let id = crate::AuditEvent::from_canonical(&record.event_json)
-                .map(|event| event.id().to_owned())
+                .map(|event| SharedStr::from(event.id()))
                 .unwrap_or_default();
             chain.by_id.insert(id, chain.records.len());
             chain.records.push(record.clone());
