@@ -54,7 +54,7 @@
 //! ```
 
 use async_trait::async_trait;
-use audit_core::Digest;
+use audit_core::{Digest, SharedStr};
 use audit_core::chain::{ChainId, Checkpoint, EventColumns, Record};
 use audit_core::dead_letter::DeadLetter;
 use audit_core::store::{
@@ -424,7 +424,7 @@ fn decode_record(chain: &ChainId, seq: i64, row: &Row) -> SourceRecord {
 }
 
 fn decode_columns(chain: &ChainId, seq: u64, row: &Row) -> Result<Record, String> {
-    let key_id: Option<String> = row
+    let key_id: Option<&str> = row
         .try_get(9)
         .map_err(|error| format!("key_id cannot be read: {error}"))?;
     let sig: Option<&[u8]> = row
@@ -434,16 +434,16 @@ fn decode_columns(chain: &ChainId, seq: u64, row: &Row) -> Result<Record, String
         chain: chain.clone(),
         seq,
         columns: Some(EventColumns {
-            id: column::<String>(row, 1, "event_id")?.into(),
-            event_type: column::<String>(row, 2, "event_type")?.into(),
-            actor: column::<String>(row, 3, "actor")?.into(),
-            time: column::<String>(row, 4, "event_time")?.into(),
+            id: SharedStr::from(column::<&str>(row, 1, "event_id")?),
+            event_type: SharedStr::from(column::<&str>(row, 2, "event_type")?),
+            actor: SharedStr::from(column::<&str>(row, 3, "actor")?),
+            time: SharedStr::from(column::<&str>(row, 4, "event_time")?),
         }),
-        event_json: column::<String>(row, 5, "event_json")?.into(),
+        event_json: SharedStr::from(column::<&str>(row, 5, "event_json")?),
         event_hash: digest(row, 6, "event_hash")?,
         prev: digest(row, 7, "prev_hash")?,
         hash: digest(row, 8, "record_hash")?,
-        key_id: key_id.map(audit_core::SharedStr::from),
+        key_id: key_id.map(SharedStr::from),
         sig: sig.map(|bytes| signature(bytes, "signature")).transpose()?,
     })
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use audit_core::Digest;
+use audit_core::{Digest, SharedStr};
 use audit_core::chain::{ChainId, Checkpoint, EventColumns, Record};
 use audit_core::dead_letter::DeadLetter;
 use audit_core::store::{
@@ -417,18 +417,18 @@ fn decode_record(chain: &ChainId, row: &Row<'_>, last_seq: &mut i128) -> SourceR
 fn try_decode_record(chain: &ChainId, seq: u64, row: &Row<'_>) -> Decoded<Record> {
     let key_id = match row.get_ref(9) {
         Ok(ValueRef::Null) => None,
-        _ => Some(text(row, 9, "key_id")?.into()),
+        _ => Some(shared_text(row, 9, "key_id")?),
     };
     Ok(Record {
         chain: chain.clone(),
         seq,
         columns: Some(EventColumns {
-            id: text(row, 1, "event_id")?.into(),
-            event_type: text(row, 2, "event_type")?.into(),
-            actor: text(row, 3, "actor")?.into(),
-            time: text(row, 4, "event_time")?.into(),
+            id: shared_text(row, 1, "event_id")?,
+            event_type: shared_text(row, 2, "event_type")?,
+            actor: shared_text(row, 3, "actor")?,
+            time: shared_text(row, 4, "event_time")?,
         }),
-        event_json: text(row, 5, "event_json")?.into(),
+        event_json: shared_text(row, 5, "event_json")?,
         event_hash: digest(row, 6, "event_hash")?,
         prev: digest(row, 7, "prev_hash")?,
         hash: digest(row, 8, "record_hash")?,
@@ -464,6 +464,20 @@ fn text(row: &Row<'_>, index: usize, name: &str) -> Decoded<String> {
         Ok(ValueRef::Text(bytes)) => {
             String::from_utf8(bytes.to_vec()).map_err(|_| format!("column {name} is not UTF-8"))
         }
+        Ok(other) => Err(format!(
+            "column {name} holds {}, expected text",
+            type_name(other)
+        )),
+        Err(error) => Err(format!("column {name}: {error}")),
+    }
+}
+
+/// A text column read straight into a [`SharedStr`] (one allocation).
+fn shared_text(row: &Row<'_>, index: usize, name: &str) -> Decoded<SharedStr> {
+    match row.get_ref(index) {
+        Ok(ValueRef::Text(bytes)) => std::str::from_utf8(bytes)
+            .map(SharedStr::from)
+            .map_err(|_| format!("column {name} is not UTF-8")),
         Ok(other) => Err(format!(
             "column {name} holds {}, expected text",
             type_name(other)
