@@ -54,13 +54,13 @@
 //! ```
 
 use async_trait::async_trait;
-use audit_core::{Digest, SharedStr};
 use audit_core::chain::{ChainId, Checkpoint, EventColumns, Record};
 use audit_core::dead_letter::DeadLetter;
 use audit_core::store::{
     Anchor, ChainSource, Inventory, RecordStream, SourceCheckpoint, SourceError, SourceRecord,
     SourceTreeCheckpoint, StoredDeadLetter, Stray,
 };
+use audit_core::{Digest, SharedStr};
 use futures::{StreamExt, TryStreamExt};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::FromSql;

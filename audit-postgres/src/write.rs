@@ -7,9 +7,10 @@
 //!
 //! One append attempt is one transaction: lock the chain's head row, look
 //! up the plan's ids ([`BatchPlan::ids`]), seal after the head
-//! ([`BatchPlan::seal_off_runtime`]: big batches are hashed and signed on
-//! the blocking pool), insert the new records with one
-//! `INSERT … SELECT … FROM unnest(…)` statement, move the head, commit.
+//! ([`BatchPlan::seal_streaming_async`]: big batches are hashed and signed
+//! on the blocking pool), insert the new records with one
+//! `INSERT … SELECT … FROM unnest(…)` statement per signed chunk, each
+//! sent while the next chunk is being signed, move the head, commit.
 //!
 //! ## Why a locked head row
 //! Many writers (processes, machines) append to one chain. Each
@@ -195,9 +196,17 @@ impl ChainStore for PostgresStore {
         let ids: Vec<&str> = plan.ids().collect();
         let present = present_ids(&transaction, statements, target, chain, &ids).await?;
         let tree = tree::catch_up(&transaction, target, chain, head.seq).await?;
-        let sealed = plan.seal_off_runtime(head, tree, present).await?;
+        // Each signed chunk is inserted while the next ones are signed.
+        let sealed = plan
+            .seal_streaming_async(head, tree, present, |records| {
+                let transaction = &transaction;
+                async move {
+                    insert_records(transaction, statements, target, chain, &records).await?;
+                    Ok(())
+                }
+            })
+            .await?;
         if sealed.appends() {
-            insert_records(&transaction, statements, target, chain, sealed.records()).await?;
             move_head(&transaction, statements, target, chain, sealed.head()).await?;
             tree::store_tree(
                 &transaction,

@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use audit_core::{Digest, SharedStr};
 use audit_core::chain::{ChainId, Checkpoint, EventColumns, Record};
 use audit_core::dead_letter::DeadLetter;
 use audit_core::store::{
     ChainSource, Inventory, RecordStream, SourceCheckpoint, SourceError, SourceRecord,
     SourceTreeCheckpoint, StoredDeadLetter, Stray,
 };
+use audit_core::{Digest, SharedStr};
 use futures::StreamExt;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row, params};

@@ -36,6 +36,10 @@ use crate::sink::{AppendOutcome, ErrorClass, Receipt, SinkError};
 /// [`BatchPlan::seal_off_runtime`].
 pub const BLOCKING_SEAL_THRESHOLD: usize = 64;
 
+/// Signed chunks that may wait for an async store's writer
+/// ([`BatchPlan::seal_streaming_async`]) before the signing pauses.
+const STREAM_DEPTH: usize = 4;
+
 /// The records already in a chain for some event ids: id to head at it.
 pub type PresentIds = HashMap<String, ChainHead>;
 
@@ -233,6 +237,70 @@ impl BatchPlan {
                 )
             })?
     }
+
+    /// [`seal_streaming`](Self::seal_streaming) for async stores: the
+    /// batch is hashed and signed on tokio's blocking pool, and each chunk
+    /// of records is handed to `write` on the caller's task as soon as it
+    /// is signed, so a remote store's inserts (and their round trips)
+    /// overlap with the signing of the chunks after them. Batches under
+    /// [`BLOCKING_SEAL_THRESHOLD`] events are sealed in place and written
+    /// as one chunk.
+    ///
+    /// The first error of `write` stops the signing of chunks not yet
+    /// started and is returned; chunks arrive in seq order.
+    pub async fn seal_streaming_async<W, F>(
+        &self,
+        head: ChainHead,
+        tree: TreeFrontier,
+        present: PresentIds,
+        mut write: W,
+    ) -> Result<SealedBatch, SinkError>
+    where
+        W: FnMut(Vec<Record>) -> F,
+        F: std::future::Future<Output = Result<(), SinkError>>,
+    {
+        if self.events.len() < BLOCKING_SEAL_THRESHOLD {
+            let sealed = self.seal(head, &tree, &present)?;
+            if sealed.appends() {
+                write(sealed.records().to_vec()).await?;
+            }
+            return Ok(sealed);
+        }
+        let describe = format!("chain {}", self.chain());
+        let (sender, mut chunks) = tokio::sync::mpsc::channel::<Vec<Record>>(STREAM_DEPTH);
+        let plan = self.clone();
+        let stopped = describe.clone();
+        let sealing = tokio::task::spawn_blocking(move || {
+            plan.seal_streaming(head, &tree, &present, |chunk| {
+                sender.blocking_send(chunk.to_vec()).map_err(|_| {
+                    SinkError::new(
+                        &stopped,
+                        ErrorClass::Transient,
+                        "the store stopped taking records",
+                    )
+                })
+            })
+        });
+        let mut written = Ok(());
+        while let Some(chunk) = chunks.recv().await {
+            if let Err(error) = write(chunk).await {
+                written = Err(error);
+                break;
+            }
+        }
+        // With the receiver gone, the sealer's next hand-over fails and
+        // it stops signing.
+        drop(chunks);
+        let sealed = sealing.await.map_err(|error| {
+            SinkError::new(
+                &describe,
+                ErrorClass::Transient,
+                format!("sealing task failed: {error}"),
+            )
+        });
+        written?;
+        sealed?
+    }
 }
 
 /// A planned batch, sealed after a head.
@@ -304,6 +372,52 @@ mod tests {
             AppendOutcome::Appended(receipt) => (receipt.seq, receipt.already_present),
             AppendOutcome::DeadLettered { .. } => panic!("dead-lettered"),
         }
+    }
+
+    fn signed_plan(count: u64) -> BatchPlan {
+        let signer = Arc::new(crate::keys::AuditSigner::generate());
+        let sealer = Sealer::new(ChainId::default(), Some(signer), SignMode::EveryRecord);
+        let batch: Vec<AuditEvent> = (0..count)
+            .map(|n| AuditEvent::new("t", "a", serde_json::json!(n)).unwrap())
+            .collect();
+        BatchPlan::new(sealer, &batch)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_streaming_writes_every_record_in_order_as_seal_makes_it() {
+        let plan = signed_plan(3_000);
+        let (head, present) = (ChainHead::EMPTY, PresentIds::new());
+        let mut written: Vec<Record> = Vec::new();
+        let mut chunks = 0;
+        let sealed = plan
+            .seal_streaming_async(head, frontier(0), present.clone(), |records| {
+                chunks += 1;
+                written.extend(records);
+                async { Ok(()) }
+            })
+            .await
+            .unwrap();
+        assert!(chunks > 1, "the batch came in {chunks} chunk(s)");
+        assert_eq!(written, sealed.records());
+        let again = plan.seal(head, &frontier(0), &present).unwrap();
+        assert_eq!(sealed.records(), again.records());
+        assert_eq!(sealed.tree().root(), again.tree().root());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_async_write_stops_the_sealing_with_its_error() {
+        let plan = signed_plan(3_000);
+        let mut calls = 0;
+        let error = plan
+            .seal_streaming_async(ChainHead::EMPTY, frontier(0), PresentIds::new(), |_| {
+                calls += 1;
+                async { Err(SinkError::new("store", ErrorClass::Permanent, "disk full")) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 1);
+        assert_eq!(error.class, ErrorClass::Permanent);
+        assert!(error.to_string().contains("disk full"), "{error}");
     }
 
     #[test]
