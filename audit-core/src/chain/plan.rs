@@ -129,7 +129,7 @@ impl BatchPlan {
         head: ChainHead,
         tree: &TreeFrontier,
         present: &PresentIds,
-        write: impl FnMut(&[Record]) -> Result<(), SinkError>,
+        mut write: impl FnMut(&[Record]) -> Result<(), SinkError>,
     ) -> Result<SealedBatch, SinkError> {
         if tree.size() != head.seq {
             return Err(SinkError::new(
@@ -163,6 +163,13 @@ impl BatchPlan {
                 ),
             ));
         }
+        // The tree grows chunk by chunk as the records are handed over,
+        // while the chunks after them are still being signed.
+        let mut growth = TreeGrowth::new(tree.clone());
+        let write = |chunk: &[Record]| {
+            growth.push_records(chunk);
+            write(chunk)
+        };
         // The common batch has no repeat and nothing already present: seal
         // it as it is, without copying its events.
         let records = if fresh.len() == self.events.len() {
@@ -202,8 +209,6 @@ impl BatchPlan {
                 Slot::Repeat(n) => receipt((by_distinct[n].0, true)),
             })
             .collect();
-        let mut growth = TreeGrowth::new(tree.clone());
-        growth.push_records(&records);
         let (tree_rows, tree) = growth.finish();
         Ok(SealedBatch {
             head: records.last().map_or(head, Record::head),
