@@ -106,11 +106,16 @@ impl AuditEvent {
     /// Builds an event with a fresh UUIDv7 id, the current time and the
     /// default limits.
     pub fn new(
-        event_type: impl Into<String>,
-        actor: impl Into<String>,
+        event_type: impl AsRef<str>,
+        actor: impl AsRef<str>,
         payload: Value,
     ) -> Result<Self, EventError> {
-        Self::builder(event_type, actor, payload).build()
+        let mut id = uuid::Uuid::encode_buffer();
+        let time = now_utc();
+        let members = Members::fresh(event_type.as_ref(), actor.as_ref(), &mut id, &time)?;
+        assemble(members, EventLimits::default(), PAYLOAD_CAPACITY, |out| {
+            canonical::canonicalize_into(&payload, PAYLOAD_PATH, out)
+        })
     }
 
     /// Builds an event like [`new`](Self::new) from any `Serialize` payload,
@@ -130,26 +135,16 @@ impl AuditEvent {
     /// # Ok::<(), audit_core::EventError>(())
     /// ```
     pub fn from_serialize<T: Serialize + ?Sized>(
-        event_type: impl Into<String>,
-        actor: impl Into<String>,
+        event_type: impl AsRef<str>,
+        actor: impl AsRef<str>,
         payload: &T,
     ) -> Result<Self, EventError> {
-        let (event_type, actor) = (event_type.into(), actor.into());
-        let id = new_id();
+        let mut id = uuid::Uuid::encode_buffer();
         let time = now_utc();
-        validate_type(&event_type)?;
-        validate_actor(&actor)?;
-        assemble(
-            Members {
-                id,
-                event_type,
-                actor,
-                time,
-            },
-            EventLimits::default(),
-            PAYLOAD_CAPACITY,
-            |out| canonical::canonicalize_serialize_into(payload, PAYLOAD_PATH, out),
-        )
+        let members = Members::fresh(event_type.as_ref(), actor.as_ref(), &mut id, &time)?;
+        assemble(members, EventLimits::default(), PAYLOAD_CAPACITY, |out| {
+            canonical::canonicalize_serialize_into(payload, PAYLOAD_PATH, out)
+        })
     }
 
     /// Starts a builder with any `Serialize` payload, which is canonicalised
@@ -367,10 +362,10 @@ impl AuditEventBuilder {
         validate_type(&self.event_type)?;
         validate_actor(&self.actor)?;
         let members = Members {
-            id,
-            event_type: self.event_type,
-            actor: self.actor,
-            time,
+            id: &id,
+            event_type: &self.event_type,
+            actor: &self.actor,
+            time: &time,
         };
         match self.payload {
             Payload::Value(payload) => {
@@ -390,18 +385,39 @@ impl AuditEventBuilder {
 }
 
 /// The validated string members of an event.
-struct Members {
-    id: String,
-    event_type: String,
-    actor: String,
-    time: String,
+struct Members<'a> {
+    id: &'a str,
+    event_type: &'a str,
+    actor: &'a str,
+    time: &'a str,
+}
+
+impl<'a> Members<'a> {
+    /// Validated members with a fresh UUIDv7 id (written into `id_buffer`,
+    /// no allocation) and `time`.
+    fn fresh(
+        event_type: &'a str,
+        actor: &'a str,
+        id_buffer: &'a mut [u8],
+        time: &'a str,
+    ) -> Result<Self, EventError> {
+        validate_type(event_type)?;
+        validate_actor(actor)?;
+        let id = uuid::Uuid::now_v7().hyphenated().encode_lower(id_buffer);
+        Ok(Self {
+            id,
+            event_type,
+            actor,
+            time,
+        })
+    }
 }
 
 /// Writes `E` in one pass (members in UTF-16 order: actor, id, payload,
 /// time, type, with the payload written by `payload`), checks its size and
 /// hashes it.
 fn assemble(
-    members: Members,
+    members: Members<'_>,
     limits: EventLimits,
     payload_capacity: usize,
     payload: impl FnOnce(&mut String) -> Result<(), EventError>,
@@ -415,26 +431,26 @@ fn assemble(
     let fixed = 64 + id.len() + 2 * (event_type.len() + actor.len()) + time.len();
     let mut text = String::with_capacity(fixed + payload_capacity);
     text.push_str("{\"actor\":");
-    canonical::write_string(&actor, &mut text);
+    canonical::write_string(actor, &mut text);
     text.push_str(",\"id\":\"");
     let id_start = text.len();
-    text.push_str(&id);
+    text.push_str(id);
     text.push('"');
     text.push_str(",\"payload\":");
     payload(&mut text)?;
     text.push_str(",\"time\":\"");
     let time_start = text.len();
-    text.push_str(&time);
+    text.push_str(time);
     text.push('"');
     text.push_str(",\"type\":");
-    canonical::write_string(&event_type, &mut text);
+    canonical::write_string(event_type, &mut text);
     text.push('}');
     check_size(text.len(), limits)?;
     let hash = Digest(Sha256::digest(text.as_bytes()).into());
     let canonical_end = text.len();
-    text.push_str(&event_type);
+    text.push_str(event_type);
     let actor_start = text.len();
-    text.push_str(&actor);
+    text.push_str(actor);
     let offset = |at: usize| {
         u32::try_from(at).map_err(|_| EventError::TooLarge {
             size: at,
