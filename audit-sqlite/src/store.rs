@@ -7,6 +7,11 @@
 //! its extended result code as a conflict and [`ChainWriter`] retries with a
 //! fresh head.
 //!
+//! Events already in the chain are found by the UNIQUE constraint rather
+//! than by looking every id up first: an attempt that meets one is rolled
+//! back and made again with the lookups (see `IdCheck`), so a repeat still
+//! gets the receipt of its stored record and is never stored twice.
+//!
 //! Blocking work runs on tokio's blocking pool: the connection is *moved*
 //! into `spawn_blocking` and back out with the result. The store is used by
 //! one drainer at a time (`&mut self`), so exclusive ownership needs no
