@@ -40,6 +40,7 @@ pub mod read;
 pub mod schema;
 pub mod store;
 pub mod tree;
+mod wal_checkpointer;
 
 pub use error::{SqliteError, classify};
 pub use read::SqliteSource;

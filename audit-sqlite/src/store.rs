@@ -36,6 +36,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::error::{SqliteError, classify};
 use crate::schema;
+use crate::wal_checkpointer::{BACKSTOP_PAGES, WalCheckpointer};
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -107,6 +108,8 @@ pub struct SqliteStore {
     path: PathBuf,
     describe: String,
     connection: Option<Connection>,
+    /// Checkpoints the WAL off the commit path (`None`: commits do).
+    checkpointer: Option<WalCheckpointer>,
     /// Appends left that look their event ids up before inserting, since
     /// the last batch that held an id already stored (see [`IdCheck`]).
     lookups_left: u32,
@@ -144,10 +147,12 @@ impl SqliteStore {
     ) -> Result<Self, SqliteError> {
         let path = path.into();
         let connection = open_writer(&path, options)?;
+        let checkpointer = WalCheckpointer::start(&path, synchronous_pragma(options.durability));
         Ok(Self {
             describe: describe(&path),
             path,
             connection: Some(connection),
+            checkpointer,
             lookups_left: 0,
         })
     }
@@ -278,13 +283,23 @@ fn configure(
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %path.display(), mode, "SQLite refused WAL mode");
     }
-    let synchronous = match options.durability {
+    connection
+        .pragma_update(None, "synchronous", synchronous_pragma(options.durability))
+        .map_err(SqliteError::sqlite(path, "setting synchronous"))?;
+    connection
+        .pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)
+        .map_err(SqliteError::sqlite(
+            path,
+            "setting the WAL checkpoint backstop",
+        ))
+}
+
+/// The `synchronous` setting of `durability`.
+fn synchronous_pragma(durability: Durability) -> &'static str {
+    match durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
-    };
-    connection
-        .pragma_update(None, "synchronous", synchronous)
-        .map_err(SqliteError::sqlite(path, "setting synchronous"))
+    }
 }
 
 pub(crate) fn sink_error(describe: &str, context: &str, error: rusqlite::Error) -> SinkError {
@@ -477,7 +492,11 @@ pub fn insert_sealed_blocking(
     };
     let transaction = begin(connection, &describe)?;
     insert_records(&transaction, records, &describe)?;
-    commit(transaction, &describe)
+    commit(transaction, &describe)?;
+    if let Some(checkpointer) = &store.checkpointer {
+        checkpointer.nudge();
+    }
+    Ok(())
 }
 
 /// How an append finds the batch's events already in the chain.
@@ -685,6 +704,9 @@ impl ChainStore for SqliteStore {
                 append_committed(connection, &plan, optimistic, describe)
             })
             .await?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.nudge();
+        }
         self.lookups_left = if fell_back {
             LOOKUP_BATCHES_AFTER_REPEAT
         } else {
