@@ -448,6 +448,7 @@ fn raw_insert_rate(
     let mut store = SqliteStore::open_blocking(path, SqliteOptions::default())?;
     let sealer =
         audit_core::chain::Sealer::new(ChainId::default(), None, SignMode::CheckpointsOnly);
+    let key_id = audit_core::SharedStr::from(signer.key_id().to_string());
     let mut head = ChainHead::EMPTY;
     let mut written = 0u64;
     let mut writing = Duration::ZERO;
@@ -460,7 +461,7 @@ fn raw_insert_rate(
         let mut records = sealer.seal_batch(head, &batch);
         if sign_mode == SignMode::EveryRecord {
             for record in &mut records {
-                record.key_id = Some(signer.key_id().to_string().into());
+                record.key_id = Some(key_id.clone());
                 record.sig = Some([0x5a; 64]);
             }
         }

@@ -459,10 +459,11 @@ fn decode_checkpoint(chain: &ChainId, row: &Row<'_>) -> SourceCheckpoint {
     })
 }
 
-fn text(row: &Row<'_>, index: usize, name: &str) -> Decoded<String> {
+/// A text column, borrowed from the row.
+fn text_ref<'row>(row: &'row Row<'_>, index: usize, name: &str) -> Decoded<&'row str> {
     match row.get_ref(index) {
         Ok(ValueRef::Text(bytes)) => {
-            String::from_utf8(bytes.to_vec()).map_err(|_| format!("column {name} is not UTF-8"))
+            std::str::from_utf8(bytes).map_err(|_| format!("column {name} is not UTF-8"))
         }
         Ok(other) => Err(format!(
             "column {name} holds {}, expected text",
@@ -472,18 +473,13 @@ fn text(row: &Row<'_>, index: usize, name: &str) -> Decoded<String> {
     }
 }
 
+fn text(row: &Row<'_>, index: usize, name: &str) -> Decoded<String> {
+    text_ref(row, index, name).map(str::to_owned)
+}
+
 /// A text column read straight into a [`SharedStr`] (one allocation).
 fn shared_text(row: &Row<'_>, index: usize, name: &str) -> Decoded<SharedStr> {
-    match row.get_ref(index) {
-        Ok(ValueRef::Text(bytes)) => std::str::from_utf8(bytes)
-            .map(SharedStr::from)
-            .map_err(|_| format!("column {name} is not UTF-8")),
-        Ok(other) => Err(format!(
-            "column {name} holds {}, expected text",
-            type_name(other)
-        )),
-        Err(error) => Err(format!("column {name}: {error}")),
-    }
+    text_ref(row, index, name).map(SharedStr::from)
 }
 
 fn blob<'row>(row: &'row Row<'_>, index: usize, name: &str) -> Decoded<Option<&'row [u8]>> {

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 /// The writer's own automatic checkpoint, kept as a backstop: 16,384
 /// pages (64 MiB of 4 KiB pages) of log before a commit checkpoints.
@@ -38,11 +38,21 @@ impl WalCheckpointer {
     /// setting. `None` (logged) if no thread can be started: the writer's
     /// backstop checkpoints then.
     pub(crate) fn start(path: &Path, synchronous: &'static str) -> Option<Self> {
+        Self::start_with_period(path, synchronous, IDLE_PERIOD)
+    }
+
+    /// [`start`](Self::start), checkpointing every `idle_period` when not
+    /// nudged.
+    fn start_with_period(
+        path: &Path,
+        synchronous: &'static str,
+        idle_period: Duration,
+    ) -> Option<Self> {
         let (nudges, nudged) = sync_channel(1);
         let thread_path = path.to_owned();
         let started = std::thread::Builder::new()
             .name("audit-sqlite-wal".into())
-            .spawn(move || run(&thread_path, synchronous, &nudged));
+            .spawn(move || run(&thread_path, synchronous, idle_period, &nudged));
         match started {
             Ok(_) => Some(Self { nudges }),
             Err(error) => {
@@ -60,7 +70,7 @@ impl WalCheckpointer {
     }
 }
 
-fn run(path: &Path, synchronous: &str, nudged: &Receiver<()>) {
+fn run(path: &Path, synchronous: &str, idle_period: Duration, nudged: &Receiver<()>) {
     let connection = match open(path, synchronous) {
         Ok(connection) => connection,
         Err(error) => {
@@ -69,7 +79,7 @@ fn run(path: &Path, synchronous: &str, nudged: &Receiver<()>) {
         }
     };
     loop {
-        match nudged.recv_timeout(IDLE_PERIOD) {
+        match nudged.recv_timeout(idle_period) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -80,8 +90,11 @@ fn run(path: &Path, synchronous: &str, nudged: &Receiver<()>) {
     }
 }
 
+/// Opens the writer's file read-write, never creating one: a file moved
+/// or deleted under the store is not replaced by an empty database.
 fn open(path: &Path, synchronous: &str) -> rusqlite::Result<Connection> {
-    let connection = Connection::open(path)?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags)?;
     connection.pragma_update(None, "synchronous", synchronous)?;
     Ok(connection)
 }
@@ -102,7 +115,9 @@ mod tests {
         writer
             .execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (zeroblob(100000));")
             .unwrap();
-        let checkpointer = WalCheckpointer::start(&path, "FULL").unwrap();
+        // Only the nudge can checkpoint: the idle period is an hour.
+        let checkpointer =
+            WalCheckpointer::start_with_period(&path, "FULL", Duration::from_secs(3_600)).unwrap();
         checkpointer.nudge();
         // The pages reach the database file, copied by the thread alone
         // (the writer never checkpoints).
@@ -122,5 +137,13 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    #[test]
+    fn a_missing_file_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.db");
+        assert!(open(&path, "FULL").is_err());
+        assert!(!path.exists(), "the checkpoint thread created {path:?}");
     }
 }

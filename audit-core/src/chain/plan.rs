@@ -210,8 +210,22 @@ impl BatchPlan {
             })
             .collect();
         let (tree_rows, tree) = growth.finish();
+        let new_head = records.last().map_or(head, Record::head);
+        // The tree grew from what was handed to `write`: it must hold every
+        // record sealed, or the stored tree would silently lack leaves.
+        if tree.size() != new_head.seq {
+            return Err(SinkError::new(
+                format!("chain {}", self.chain()),
+                ErrorClass::Permanent,
+                format!(
+                    "the tree grew to {} leaves but the batch ends at seq {}: records were sealed that the store was not handed",
+                    tree.size(),
+                    new_head.seq
+                ),
+            ));
+        }
         Ok(SealedBatch {
-            head: records.last().map_or(head, Record::head),
+            head: new_head,
             records,
             outcomes,
             tree_rows,
@@ -234,13 +248,17 @@ impl BatchPlan {
         let plan = self.clone();
         tokio::task::spawn_blocking(move || plan.seal(head, &tree, &present))
             .await
-            .map_err(|error| {
-                SinkError::new(
-                    format!("chain {}", self.chain()),
-                    ErrorClass::Transient,
-                    format!("sealing task failed: {error}"),
-                )
-            })?
+            .map_err(|error| self.sealing_task_failed(&error))?
+    }
+
+    /// The error of a sealing task that panicked or was cancelled: the
+    /// supervisor rebuilds the sink and retries the batch.
+    fn sealing_task_failed(&self, error: &tokio::task::JoinError) -> SinkError {
+        SinkError::new(
+            format!("chain {}", self.chain()),
+            ErrorClass::Transient,
+            format!("sealing task failed: {error}"),
+        )
     }
 
     /// [`seal_streaming`](Self::seal_streaming) for async stores: the
@@ -271,10 +289,9 @@ impl BatchPlan {
             }
             return Ok(sealed);
         }
-        let describe = format!("chain {}", self.chain());
         let (sender, mut chunks) = tokio::sync::mpsc::channel::<Vec<Record>>(STREAM_DEPTH);
         let plan = self.clone();
-        let stopped = describe.clone();
+        let stopped = format!("chain {}", self.chain());
         let sealing = tokio::task::spawn_blocking(move || {
             plan.seal_streaming(head, &tree, &present, |chunk| {
                 sender.blocking_send(chunk.to_vec()).map_err(|_| {
@@ -296,13 +313,9 @@ impl BatchPlan {
         // With the receiver gone, the sealer's next hand-over fails and
         // it stops signing.
         drop(chunks);
-        let sealed = sealing.await.map_err(|error| {
-            SinkError::new(
-                &describe,
-                ErrorClass::Transient,
-                format!("sealing task failed: {error}"),
-            )
-        });
+        let sealed = sealing
+            .await
+            .map_err(|error| self.sealing_task_failed(&error));
         written?;
         sealed?
     }
