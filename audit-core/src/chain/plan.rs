@@ -132,15 +132,11 @@ impl BatchPlan {
         mut write: impl FnMut(&[Record]) -> Result<(), SinkError>,
     ) -> Result<SealedBatch, SinkError> {
         if tree.size() != head.seq {
-            return Err(SinkError::new(
-                format!("chain {}", self.chain()),
-                ErrorClass::Permanent,
-                format!(
+            return Err(self.refused(format!(
                     "the stored tree covers {} records but the head is at seq {}: the store's tree is out of step with its records",
                     tree.size(),
                     head.seq
-                ),
-            ));
+                )));
         }
         let fresh: Vec<usize> = self
             .distinct
@@ -153,15 +149,11 @@ impl BatchPlan {
             .and_then(|count| head.seq.checked_add(count))
             .is_some_and(|last| last <= i64::MAX as u64);
         if !fits {
-            return Err(SinkError::new(
-                format!("chain {}", self.chain()),
-                ErrorClass::Permanent,
-                format!(
-                    "chain is full: {} records after seq {} exceed the largest seq",
-                    fresh.len(),
-                    head.seq
-                ),
-            ));
+            return Err(self.refused(format!(
+                "chain is full: {} records after seq {} exceed the largest seq",
+                fresh.len(),
+                head.seq
+            )));
         }
         // The tree grows chunk by chunk as the records are handed over,
         // while the chunks after them are still being signed.
@@ -214,15 +206,11 @@ impl BatchPlan {
         // The tree grew from what was handed to `write`: it must hold every
         // record sealed, or the stored tree would silently lack leaves.
         if tree.size() != new_head.seq {
-            return Err(SinkError::new(
-                format!("chain {}", self.chain()),
-                ErrorClass::Permanent,
-                format!(
+            return Err(self.refused(format!(
                     "the tree grew to {} leaves but the batch ends at seq {}: records were sealed that the store was not handed",
                     tree.size(),
                     new_head.seq
-                ),
-            ));
+                )));
         }
         Ok(SealedBatch {
             head: new_head,
@@ -249,6 +237,16 @@ impl BatchPlan {
         tokio::task::spawn_blocking(move || plan.seal(head, &tree, &present))
             .await
             .map_err(|error| self.sealing_task_failed(&error))?
+    }
+
+    /// A batch this chain cannot take as it stands (the store must be
+    /// repaired or the chain is full): dead-lettered by the shared policy.
+    fn refused(&self, detail: String) -> SinkError {
+        SinkError::new(
+            format!("chain {}", self.chain()),
+            ErrorClass::Permanent,
+            detail,
+        )
     }
 
     /// The error of a sealing task that panicked or was cancelled: the
