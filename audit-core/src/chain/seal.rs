@@ -169,8 +169,31 @@ impl Sealer {
 /// ready soon, large enough that a store's multi-row inserts stay full.
 const STREAM_CHUNK: usize = 512;
 
-/// Signs `records` in chunks of [`STREAM_CHUNK`] on `threads` workers, and
-/// writes each chunk in order on this thread once it is signed.
+/// The chunk size of a batch's last `threads` × [`STREAM_CHUNK`] records:
+/// small, so that the workers finish together and the last write is short,
+/// instead of one worker signing a whole chunk while the others and the
+/// writer wait.
+const TAIL_CHUNK: usize = 64;
+
+/// Splits `records` into the chunks [`sign_streaming`] hands out:
+/// [`STREAM_CHUNK`] records each, then [`TAIL_CHUNK`] records each for the
+/// last `threads` × [`STREAM_CHUNK`].
+fn stream_chunks(records: &mut [Record], threads: usize) -> Vec<&mut [Record]> {
+    let tail = records.len().min(threads.saturating_mul(STREAM_CHUNK));
+    let (bulk, tail) = records.split_at_mut(records.len() - tail);
+    bulk.chunks_mut(STREAM_CHUNK)
+        .chain(tail.chunks_mut(TAIL_CHUNK))
+        .collect()
+}
+
+/// Signs `records` in the chunks of [`stream_chunks`] and writes each chunk
+/// in order once it is signed.
+///
+/// `threads - 1` workers only sign; this thread writes, and signs the next
+/// unsigned chunk itself whenever no signed chunk is ready to write. So
+/// `threads` threads are busy, never more, and the writer never falls
+/// behind the signers by more than the chunk it is signing: when the last
+/// chunk is signed, little is left to write.
 fn sign_streaming<E>(
     records: &mut [Record],
     signer: &AuditSigner,
@@ -179,22 +202,27 @@ fn sign_streaming<E>(
 ) -> Result<(), E> {
     let stop = AtomicBool::new(false);
     let key_id = &key_id_text(signer);
-    let chunks = Mutex::new(records.chunks_mut(STREAM_CHUNK).enumerate());
+    let unsigned = Mutex::new(stream_chunks(records, threads).into_iter().enumerate());
+    let take_unsigned = || match unsigned.lock() {
+        Ok(mut chunks) => chunks.next(),
+        Err(poisoned) => poisoned.into_inner().next(),
+    };
+    let sign_chunk = |chunk: &mut [Record]| {
+        chunk
+            .iter_mut()
+            .for_each(|record| sign_record(record, signer, key_id));
+    };
     std::thread::scope(|scope| {
         let (signed, done) = mpsc::channel::<(usize, &mut [Record])>();
-        for _ in 0..threads {
+        for _ in 1..threads {
             let signed = signed.clone();
-            let (chunks, stop) = (&chunks, &stop);
+            let (stop, take_unsigned, sign_chunk) = (&stop, &take_unsigned, &sign_chunk);
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let next = match chunks.lock() {
-                        Ok(mut chunks) => chunks.next(),
-                        Err(poisoned) => poisoned.into_inner().next(),
+                    let Some((index, chunk)) = take_unsigned() else {
+                        break;
                     };
-                    let Some((index, chunk)) = next else { break };
-                    chunk
-                        .iter_mut()
-                        .for_each(|record| sign_record(record, signer, key_id));
+                    sign_chunk(chunk);
                     if signed.send((index, chunk)).is_err() {
                         break;
                     }
@@ -202,19 +230,26 @@ fn sign_streaming<E>(
             });
         }
         drop(signed);
-        let mut waiting = BTreeMap::new();
+        let mut ready = BTreeMap::new();
         let mut next = 0;
-        for (index, chunk) in done {
-            waiting.insert(index, chunk);
-            while let Some(chunk) = waiting.remove(&next) {
+        loop {
+            ready.extend(done.try_iter());
+            while let Some(chunk) = ready.remove(&next) {
                 if let Err(error) = write(chunk) {
                     stop.store(true, Ordering::Relaxed);
                     return Err(error);
                 }
                 next += 1;
             }
+            if let Some((index, chunk)) = take_unsigned() {
+                sign_chunk(chunk);
+                ready.insert(index, chunk);
+            } else if let Ok((index, chunk)) = done.recv() {
+                ready.insert(index, chunk);
+            } else {
+                return Ok(());
+            }
         }
-        Ok(())
     })
 }
 
@@ -254,4 +289,69 @@ fn sign_all(records: &mut [Record], signer: &AuditSigner) {
                 .for_each(|record| sign_record(record, signer, key_id));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unsigned_records(count: usize) -> Vec<Record> {
+        let sealer = Sealer::new(ChainId::default(), None, SignMode::EveryRecord);
+        let events: Vec<AuditEvent> = (0..count)
+            .map(|n| AuditEvent::new("t", "a", serde_json::json!(n)))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        assert_eq!(events.len(), count);
+        sealer.link_all(ChainHead::EMPTY, &events)
+    }
+
+    #[test]
+    fn stream_chunks_cover_every_record_in_order_with_a_fine_tail() {
+        let mut records = unsigned_records(4 * STREAM_CHUNK + STREAM_CHUNK / 2);
+        let sizes: Vec<usize> = stream_chunks(&mut records, 2)
+            .iter()
+            .map(|chunk| chunk.len())
+            .collect();
+        let mut expected = vec![STREAM_CHUNK, STREAM_CHUNK, STREAM_CHUNK / 2];
+        expected.extend([TAIL_CHUNK; 2 * STREAM_CHUNK / TAIL_CHUNK]);
+        assert_eq!(sizes, expected);
+        let seqs: Vec<u64> = stream_chunks(&mut records, 2)
+            .iter()
+            .flat_map(|chunk| chunk.iter().map(|record| record.seq))
+            .collect();
+        assert_eq!(seqs, (1..=records.len() as u64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failed_write_stops_the_stream_with_its_error() {
+        let signer = Arc::new(AuditSigner::generate());
+        let sealer = Sealer::new(ChainId::default(), Some(signer), SignMode::EveryRecord);
+        let events: Vec<AuditEvent> = unsigned_records(3 * STREAM_CHUNK)
+            .iter()
+            .map(|record| AuditEvent::from_canonical(&record.event_json))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        assert_eq!(events.len(), 3 * STREAM_CHUNK);
+        let mut written = Vec::new();
+        let result = sealer.seal_batch_streaming(ChainHead::EMPTY, &events, |chunk| {
+            if !written.is_empty() {
+                return Err("the store is full");
+            }
+            assert!(chunk.iter().all(|record| record.sig.is_some()));
+            written.extend(chunk.iter().map(|record| record.seq));
+            Ok(())
+        });
+        assert_eq!(result, Err("the store is full"));
+        assert_eq!(written, (1..=STREAM_CHUNK as u64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_batch_smaller_than_the_tail_is_all_fine_chunks() {
+        let mut records = unsigned_records(TAIL_CHUNK * 3 + 1);
+        let sizes: Vec<usize> = stream_chunks(&mut records, 4)
+            .iter()
+            .map(|chunk| chunk.len())
+            .collect();
+        assert_eq!(sizes, vec![TAIL_CHUNK, TAIL_CHUNK, TAIL_CHUNK, 1]);
+    }
 }
