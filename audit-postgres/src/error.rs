@@ -256,8 +256,21 @@ impl PostgresError {
 
 impl From<PostgresError> for SinkError {
     fn from(error: PostgresError) -> Self {
-        SinkError::new(error.target().to_owned(), error.class(), error.to_string())
-            .with_source(error)
+        let target = error.target().to_owned();
+        let message = without_target(&target, error.to_string());
+        SinkError::new(target, error.class(), message).with_source(error)
+    }
+}
+
+/// `message` without its leading `"{target}: "`: a [`SinkError`] prints its
+/// sink first itself, so the target is not said twice.
+fn without_target(target: &str, message: String) -> String {
+    match message
+        .strip_prefix(target)
+        .and_then(|rest| rest.strip_prefix(": "))
+    {
+        Some(rest) => rest.to_owned(),
+        None => message,
     }
 }
 
@@ -356,6 +369,25 @@ mod tests {
         assert_eq!(
             classify_sqlstate(&SqlState::INVALID_PASSWORD),
             ErrorClass::Permanent
+        );
+    }
+
+    #[test]
+    fn a_sink_error_names_its_target_once() {
+        let target = "postgres://audit@db/audit";
+        let error = SinkError::from(PostgresError::SeqTooLarge {
+            target: target.to_owned(),
+            seq: u64::MAX,
+        });
+        let shown = error.to_string();
+        assert_eq!(shown.matches(target).count(), 1, "{shown}");
+        assert!(
+            shown.starts_with("postgres://audit@db/audit: seq 18446744073709551615"),
+            "{shown}"
+        );
+        assert_eq!(
+            without_target(target, "other: text".to_owned()),
+            "other: text"
         );
     }
 }

@@ -9,7 +9,7 @@
 //! - [`PostgresStore`] implements the write side,
 //!   [`ChainStore`](audit_core::store::ChainStore): one append attempt is
 //!   one transaction on a locked head row ([`write`](mod@write) says why) and one
-//!   `INSERT … SELECT … FROM unnest(…)` statement.
+//!   binary `COPY … FROM STDIN` per signed chunk of records.
 //!   [`PostgresSink`] (= `ChainWriter<PostgresStore>`) is the
 //!   [`AuditSink`](audit_core::sink::AuditSink); [`sink_factory`] gives the
 //!   pipeline's supervisor a fresh connection per (re)start.

@@ -8,9 +8,9 @@
 //! One append attempt is one transaction: lock the chain's head row, look
 //! up the plan's ids ([`BatchPlan::ids`]), seal after the head
 //! ([`BatchPlan::seal_streaming_async`]: big batches are hashed and signed
-//! on the blocking pool), insert the new records with one
-//! `INSERT … SELECT … FROM unnest(…)` statement per signed chunk, each
-//! sent while the next chunk is being signed, move the head, commit.
+//! on the blocking pool), insert the new records with one binary
+//! `COPY … FROM STDIN` per signed chunk, each sent while the next chunk is
+//! being signed, move the head, commit.
 //!
 //! ## Why a locked head row
 //! Many writers (processes, machines) append to one chain. Each
@@ -47,7 +47,9 @@ use audit_core::dead_letter::DeadLetter;
 use audit_core::sink::{ErrorClass, SinkError};
 use audit_core::store::ChainStore;
 use audit_core::{AuditEvent, Digest, SharedStr};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config, IsolationLevel, Row, Socket, Statement, Transaction};
 
 use crate::connect::{Connection, PostgresOptions, connect_tls, connect_url};
@@ -450,7 +452,10 @@ fn decode_head(target: &str, row: &Row, first: usize) -> Result<ChainHead, Postg
     })
 }
 
-/// Inserts records of `chain` with one statement (`INSERT … SELECT … unnest`).
+/// Inserts records of `chain` with one binary `COPY … FROM STDIN`: the
+/// rows go to the server in its own storage format, so it parses no SQL
+/// values and runs no function scan. A seq or event id already taken
+/// fails the whole `COPY` with its SQLSTATE, as an `INSERT` would.
 async fn insert_records(
     transaction: &Transaction<'_>,
     statements: &Statements,
@@ -458,45 +463,38 @@ async fn insert_records(
     chain: &ChainId,
     records: &[Record],
 ) -> Result<(), PostgresError> {
-    let seqs = records
-        .iter()
-        .map(|record| to_sql_seq(target, record.seq))
-        .collect::<Result<Vec<i64>, _>>()?;
-    let columns: Vec<EventColumns> = records
-        .iter()
-        .map(|record| record.columns.clone().unwrap_or_else(|| columns_of(record)))
-        .collect();
-    let text = |get: fn(&EventColumns) -> &str| columns.iter().map(get).collect::<Vec<&str>>();
-    let digest = |get: fn(&Record) -> &Digest| {
-        records
-            .iter()
-            .map(|record| get(record).as_bytes().as_slice())
-            .collect::<Vec<&[u8]>>()
-    };
-    let jsons: Vec<&str> = records.iter().map(|r| r.event_json.as_str()).collect();
-    let key_ids: Vec<Option<&str>> = records.iter().map(|r| r.key_id.as_deref()).collect();
-    let sigs: Vec<Option<&[u8]>> = records
-        .iter()
-        .map(|r| r.sig.as_ref().map(|sig| sig.as_slice()))
-        .collect();
-    transaction
-        .execute(
-            &statements.insert_records,
-            &[
+    let sink = transaction
+        .copy_in(&statements.copy_records)
+        .await
+        .map_err(PostgresError::query(target, "starting to copy records"))?;
+    let writer = BinaryCopyInWriter::new(sink, &RECORD_COLUMN_TYPES);
+    let mut writer = std::pin::pin!(writer);
+    for record in records {
+        let seq = to_sql_seq(target, record.seq)?;
+        let columns = record.columns.clone().unwrap_or_else(|| columns_of(record));
+        let sig = record.sig.as_ref().map(|sig| sig.as_slice());
+        writer
+            .as_mut()
+            .write(&[
                 &chain.as_str(),
-                &seqs,
-                &text(|c| &c.id),
-                &text(|c| &c.event_type),
-                &text(|c| &c.actor),
-                &text(|c| &c.time),
-                &jsons,
-                &digest(|r| &r.event_hash),
-                &digest(|r| &r.prev),
-                &digest(|r| &r.hash),
-                &key_ids,
-                &sigs,
-            ],
-        )
+                &seq,
+                &columns.id.as_str(),
+                &columns.event_type.as_str(),
+                &columns.actor.as_str(),
+                &columns.time.as_str(),
+                &record.event_json.as_str(),
+                &record.event_hash.as_bytes().as_slice(),
+                &record.prev.as_bytes().as_slice(),
+                &record.hash.as_bytes().as_slice(),
+                &record.key_id.as_deref(),
+                &sig,
+            ])
+            .await
+            .map_err(PostgresError::query(target, "inserting records"))?;
+    }
+    writer
+        .as_mut()
+        .finish()
         .await
         .map_err(PostgresError::query(target, "inserting records"))?;
     Ok(())
@@ -550,7 +548,7 @@ struct Statements {
     lock_head: Statement,
     init_head: Statement,
     present_ids: Statement,
-    insert_records: Statement,
+    copy_records: Statement,
     update_head: Statement,
 }
 
@@ -572,11 +570,25 @@ const LAST_RECORD: &str = "SELECT seq, record_hash FROM audit_records WHERE chai
 const PRESENT_IDS: &str = "SELECT event_id, seq, record_hash FROM audit_records \
      WHERE chain_id = $1::text AND event_id = ANY($2::text[])";
 
-const INSERT_RECORDS: &str = "INSERT INTO audit_records (chain_id, seq, event_id, event_type, \
+const COPY_RECORDS: &str = "COPY audit_records (chain_id, seq, event_id, event_type, \
        actor, event_time, event_json, event_hash, prev_hash, record_hash, key_id, signature) \
-     SELECT $1::text, r.* FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], \
-       $6::text[], $7::text[], $8::bytea[], $9::bytea[], $10::bytea[], $11::text[], \
-       $12::bytea[]) AS r";
+     FROM STDIN (FORMAT binary)";
+
+/// The types of [`COPY_RECORDS`]'s columns, in order.
+const RECORD_COLUMN_TYPES: [Type; 12] = [
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::TEXT,
+    Type::BYTEA,
+];
 
 const UPDATE_HEAD: &str =
     "UPDATE audit_heads SET seq = $2::bigint, record_hash = $3::bytea WHERE chain_id = $1::text";
@@ -605,7 +617,7 @@ impl Statements {
             lock_head: prepare(LOCK_HEAD).await?,
             init_head: prepare(INIT_HEAD).await?,
             present_ids: prepare(PRESENT_IDS).await?,
-            insert_records: prepare(INSERT_RECORDS).await?,
+            copy_records: prepare(COPY_RECORDS).await?,
             update_head: prepare(UPDATE_HEAD).await?,
         })
     }

@@ -5,11 +5,11 @@ mod common;
 
 use std::sync::Arc;
 
-use audit_core::chain::ChainId;
+use audit_core::chain::{BatchPlan, ChainId, Sealer, SignMode};
 use audit_core::dead_letter::DeadLetter;
 use audit_core::keys::{AuditSigner, Keyring};
 use audit_core::replay::replay_dead_letters;
-use audit_core::sink::{AppendOutcome, AuditSink};
+use audit_core::sink::{AppendOutcome, AuditSink, ErrorClass};
 use audit_core::store::{ChainSource, ChainStore};
 use common::{chain_options, events, server, sink, source, verify};
 
@@ -241,4 +241,50 @@ async fn a_tree_behind_its_records_is_grown_on_open_and_proofs_hold() {
     let report = verify(&url, &signer).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.chains["main"].tree_checkpoints, 1);
+}
+
+/// A row at a seq past the head, written by something that did not take
+/// the head row's lock, makes that chunk's binary `COPY` fail with a
+/// unique violation: the attempt is a conflict, and none of its records
+/// stays, not even the chunks copied before the failing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seq_taken_behind_the_lock_fails_the_copy_as_a_conflict_and_writes_nothing() {
+    let (_server, url) = server();
+    let signer = Arc::new(AuditSigner::generate());
+    let main = ChainId::new("main").unwrap();
+    let mut sink = sink(&url, chain_options("main", &signer)).await;
+    sink.append_batch(&events(0, 3)).await.unwrap();
+    let client = sink.store_mut().client();
+    client
+        .execute(
+            "INSERT INTO audit_records (chain_id, seq, event_id, event_type, actor, event_time, \
+             event_json, event_hash, prev_hash, record_hash, key_id, signature) \
+             SELECT chain_id, 600, 'taken-behind-the-lock', event_type, actor, event_time, \
+             event_json, event_hash, prev_hash, record_hash, key_id, signature \
+             FROM audit_records WHERE chain_id = 'main' AND seq = 3",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let sealer = Sealer::new(main.clone(), Some(signer.clone()), SignMode::EveryRecord);
+    let plan = BatchPlan::new(sealer, &events(3, 1_200));
+    let error = sink.store_mut().append_once(&plan).await.unwrap_err();
+
+    assert_eq!(error.class, ErrorClass::Conflict, "{error}");
+    assert_eq!(sink.store_mut().head(&main).await.unwrap().seq, 3);
+    let rows: i64 = sink
+        .store_mut()
+        .client()
+        .query_one(
+            "SELECT count(*) FROM audit_records WHERE chain_id = 'main'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 4,
+        "the three records and the row taken behind the lock"
+    );
 }

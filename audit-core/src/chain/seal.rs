@@ -78,10 +78,11 @@ impl Sealer {
 
     /// Seals `events` onto `head` like [`seal_batch`](Self::seal_batch),
     /// handing the records to `write` in seq order, a chunk at a time, as
-    /// soon as each chunk is signed: signing runs on one thread per core
-    /// while the calling thread writes the chunks before it, so a store's
-    /// inserts overlap with the signing of what follows instead of waiting
-    /// for all of it. The first error of `write` stops the signing of
+    /// soon as each chunk is signed: one thread per core but one signs,
+    /// while the calling thread writes the chunks before them and signs
+    /// too whenever nothing is ready to write, so a store's inserts overlap
+    /// with the signing of what follows and no more threads are busy than
+    /// there are cores. The first error of `write` stops the signing of
     /// chunks not yet started and is returned.
     ///
     /// ```
