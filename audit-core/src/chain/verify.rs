@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
-use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::Signature;
 use serde::Serialize;
 
@@ -815,16 +814,10 @@ impl Verifier {
                     );
                     return;
                 };
+                // `verify_strict` (on the signature workers) refuses an `R`
+                // that does not decompress, is of small order, or is not
+                // canonically encoded, so nothing is checked twice here.
                 let signature = Signature::from_bytes(sig);
-                if !strict_preconditions(&signature) {
-                    self.fail(
-                        chain,
-                        record.seq,
-                        FailureKind::BadSignature,
-                        "signature R is non-canonical or of small order".into(),
-                    );
-                    return;
-                }
                 self.pending.push(PendingSignature {
                     chain: chain.to_owned(),
                     seq: record.seq,
@@ -908,15 +901,6 @@ impl Verifier {
         let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(SIGNATURE_BATCH));
         self.signatures.check(batch);
     }
-}
-
-/// What `verify_strict` checks beyond the batch equation: `R` is a
-/// canonical encoding of a point that is not of small order.
-fn strict_preconditions(signature: &Signature) -> bool {
-    let encoded = signature.r_bytes();
-    CompressedEdwardsY(*encoded)
-        .decompress()
-        .is_some_and(|point| !point.is_small_order() && point.compress().as_bytes() == encoded)
 }
 
 fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
