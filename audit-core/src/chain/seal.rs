@@ -248,6 +248,10 @@ fn sign_streaming<E>(
             } else if let Ok((index, chunk)) = done.recv() {
                 ready.insert(index, chunk);
             } else {
+                // Every worker has ended and every chunk it signed was
+                // received and written above. A worker that panicked with
+                // a chunk in hand makes the scope panic on return, so a
+                // missing chunk is never a silent success.
                 return Ok(());
             }
         }
