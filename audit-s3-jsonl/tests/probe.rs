@@ -12,10 +12,10 @@ use audit_s3_jsonl::probe::probe_create_only;
 use audit_s3_jsonl::{ArchiveError, ArchiveOptions, open_sink};
 use audit_testkit::object_stores::IgnoresCreateOnly;
 use audit_testkit::servers::s3::MotoServer;
-use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode};
 
 #[tokio::test]
 async fn stores_that_enforce_create_only_pass_the_probe() {
@@ -81,4 +81,40 @@ async fn assume_single_writer_overrides_the_probe() {
     let report = common::verify(&store, &Path::from("p"), &signer).await;
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(report.records, 3);
+}
+
+/// The test server behaves as S3 does for racing creates: of eight
+/// create-only puts of one name sent at once, exactly one wins and the
+/// others get `AlreadyExists`. (moto on its own checks `If-None-Match` and
+/// writes in two steps, so two could win; the conformance suite's racing
+/// writers then forked the chain about one run in three under load.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_lets_exactly_one_of_racing_creates_win() {
+    let server = MotoServer::start().unwrap();
+    let store = server.store("");
+    for round in 0..100 {
+        let path = Path::from(format!("race/{round}"));
+        let puts = (0..8).map(|writer| {
+            let (store, path) = (store.clone(), path.clone());
+            async move {
+                store
+                    .put_opts(
+                        &path,
+                        format!("writer {writer}").into(),
+                        PutMode::Create.into(),
+                    )
+                    .await
+            }
+        });
+        let results = futures::future::join_all(puts).await;
+        let won = results.iter().filter(|result| result.is_ok()).count();
+        assert_eq!(won, 1, "round {round}: {results:?}");
+        assert!(
+            results.iter().all(|result| matches!(
+                result,
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. })
+            )),
+            "round {round}: {results:?}"
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! moto's S3 server, for tests against a real S3 HTTP API.
 //!
-//! [`MotoServer::start`] runs `moto_server` (from a Python venv with
-//! `moto[server]==5.2.5`, see `scripts/install-moto.sh`) on a free loopback
-//! port, waits until it answers, and creates a bucket. The handle gives an
+//! [`MotoServer::start`] runs moto's server (from a Python venv with
+//! `moto[server]==5.2.5`, see `scripts/install-moto.sh`), with its object
+//! writes made atomic as S3's are (`ATOMIC_WRITES_LAUNCHER` says why), on a
+//! free loopback port, waits until it answers, and creates a bucket. The handle gives an
 //! [`ObjectStore`] on that bucket (path-style requests, plain HTTP, region
 //! `us-east-1`, any credentials), can [`kill`](MotoServer::kill) the server
 //! with SIGKILL and [`restart`](MotoServer::restart) it on the same port,
@@ -47,6 +48,33 @@ pub const MOTO_VERSION: &str = "5.2.5";
 /// How long a starting server may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Runs `moto_server` with its object writes made atomic.
+///
+/// moto checks `If-None-Match: *` and `If-Match` and then writes, in two
+/// steps, on a threaded server: two racing create-only puts of one name can
+/// both succeed (under load the conformance suite's concurrent writers saw
+/// it about one run in three), where S3 lets exactly one win. One lock
+/// around every write of a key (PUT, POST such as a multipart completion,
+/// DELETE) makes moto behave as S3 does; reads stay concurrent.
+const ATOMIC_WRITES_LAUNCHER: &str = r#"
+import sys, threading
+from moto.s3.responses import S3Response
+from moto.server import main
+
+writes = threading.Lock()
+
+def atomic(method):
+    def locked(*args, **kwargs):
+        with writes:
+            return method(*args, **kwargs)
+    return locked
+
+for name in ("_key_response_put", "_key_response_post", "delete_object"):
+    setattr(S3Response, name, atomic(getattr(S3Response, name)))
+
+main(sys.argv[1:])
+"#;
+
 /// Why moto's server could not be started or driven.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -58,7 +86,7 @@ pub enum ServerError {
          (default $HOME/.cache/deferred-audit/moto-venv)"
     )]
     MissingVenv {
-        /// The `moto_server` program looked for.
+        /// The file looked for (the venv's `moto_server` or its Python).
         path: PathBuf,
     },
     /// Local I/O failed (spawning, sockets).
@@ -194,6 +222,7 @@ impl MotoServer {
     fn spawn_and_prepare(&mut self) -> Result<(), ServerError> {
         self.backend_port = free_port()?;
         let child = Command::new(&self.program)
+            .args(["-c", ATOMIC_WRITES_LAUNCHER])
             .args(["-H", "127.0.0.1", "-p", &self.backend_port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -292,12 +321,16 @@ pub fn moto_venv() -> PathBuf {
     PathBuf::from(home).join(".cache/deferred-audit/moto-venv")
 }
 
+/// The venv's Python, which runs moto's server through
+/// `ATOMIC_WRITES_LAUNCHER`; the venv counts as installed when its
+/// `moto_server` is there too.
 fn moto_program() -> Result<PathBuf, ServerError> {
-    let path = moto_venv().join("bin/moto_server");
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(ServerError::MissingVenv { path })
+    let venv = moto_venv();
+    let (server, python) = (venv.join("bin/moto_server"), venv.join("bin/python"));
+    match (server.is_file(), python.is_file()) {
+        (true, true) => Ok(python),
+        (false, _) => Err(ServerError::MissingVenv { path: server }),
+        (true, false) => Err(ServerError::MissingVenv { path: python }),
     }
 }
 
