@@ -15,7 +15,7 @@ use audit_testkit::servers::s3::MotoServer;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutMode};
+use object_store::{ObjectStore, PutMode};
 
 #[tokio::test]
 async fn stores_that_enforce_create_only_pass_the_probe() {
