@@ -112,7 +112,12 @@ impl AuditEvent {
     ) -> Result<Self, EventError> {
         let mut id = uuid::Uuid::encode_buffer();
         let time = now_utc();
-        let members = Members::fresh(event_type.as_ref(), actor.as_ref(), &mut id, &time)?;
+        let members = Members::validated(
+            fresh_id(&mut id),
+            event_type.as_ref(),
+            actor.as_ref(),
+            &time,
+        )?;
         assemble(members, EventLimits::default(), PAYLOAD_CAPACITY, |out| {
             canonical::canonicalize_into(&payload, PAYLOAD_PATH, out)
         })
@@ -141,7 +146,12 @@ impl AuditEvent {
     ) -> Result<Self, EventError> {
         let mut id = uuid::Uuid::encode_buffer();
         let time = now_utc();
-        let members = Members::fresh(event_type.as_ref(), actor.as_ref(), &mut id, &time)?;
+        let members = Members::validated(
+            fresh_id(&mut id),
+            event_type.as_ref(),
+            actor.as_ref(),
+            &time,
+        )?;
         assemble(members, EventLimits::default(), PAYLOAD_CAPACITY, |out| {
             canonical::canonicalize_serialize_into(payload, PAYLOAD_PATH, out)
         })
@@ -351,22 +361,17 @@ impl AuditEventBuilder {
 
     /// [`build`](Self::build), with room for `capacity` bytes of `E` reserved.
     fn build_with_capacity(self, capacity: usize) -> Result<AuditEvent, EventError> {
-        let id = match self.id {
-            Some(id) => validate_id(id)?,
-            None => new_id(),
+        let given_id = self.id.map(validate_id).transpose()?;
+        let mut id_buffer = uuid::Uuid::encode_buffer();
+        let id = match &given_id {
+            Some(id) => id.as_str(),
+            None => fresh_id(&mut id_buffer),
         };
         let time = match self.time {
             Some(time) => validate_time(time)?,
             None => now_utc(),
         };
-        validate_type(&self.event_type)?;
-        validate_actor(&self.actor)?;
-        let members = Members {
-            id: &id,
-            event_type: &self.event_type,
-            actor: &self.actor,
-            time: &time,
-        };
+        let members = Members::validated(id, &self.event_type, &self.actor, &time)?;
         match self.payload {
             Payload::Value(payload) => {
                 let capacity = capacity.max(PAYLOAD_CAPACITY);
@@ -393,17 +398,16 @@ struct Members<'a> {
 }
 
 impl<'a> Members<'a> {
-    /// Validated members with a fresh UUIDv7 id (written into `id_buffer`,
-    /// no allocation) and `time`.
-    fn fresh(
+    /// The members, once the type and actor pass their rules (the id and
+    /// time are fresh or already validated).
+    fn validated(
+        id: &'a str,
         event_type: &'a str,
         actor: &'a str,
-        id_buffer: &'a mut [u8],
         time: &'a str,
     ) -> Result<Self, EventError> {
         validate_type(event_type)?;
         validate_actor(actor)?;
-        let id = uuid::Uuid::now_v7().hyphenated().encode_lower(id_buffer);
         Ok(Self {
             id,
             event_type,
@@ -520,13 +524,10 @@ pub fn validate_id(id: String) -> Result<String, EventError> {
     }
 }
 
-/// A fresh UUIDv7, lowercase hyphenated.
-fn new_id() -> String {
-    let mut buffer = uuid::Uuid::encode_buffer();
-    uuid::Uuid::now_v7()
-        .hyphenated()
-        .encode_lower(&mut buffer)
-        .to_owned()
+/// A fresh UUIDv7, lowercase hyphenated, written into `buffer` (no
+/// allocation).
+fn fresh_id(buffer: &mut [u8]) -> &str {
+    uuid::Uuid::now_v7().hyphenated().encode_lower(buffer)
 }
 
 /// The time format of FORMAT.md: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
@@ -648,7 +649,7 @@ mod tests {
 
     #[test]
     fn fresh_ids_are_lowercase_hyphenated_uuid_v7() {
-        let id = new_id();
+        let id = fresh_id(&mut uuid::Uuid::encode_buffer()).to_owned();
         assert_eq!(validate_id(id.clone()), Ok(id.clone()));
         assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
     }

@@ -99,6 +99,30 @@ impl SinkError {
         }
     }
 
+    /// A backend's error as the error of `sink`: its text is the message
+    /// (without a leading `"{sink}: "`, which the sink error prints first
+    /// itself, so the sink is not named twice) and it is the source.
+    ///
+    /// ```
+    /// use audit_core::sink::{ErrorClass, SinkError};
+    /// let io = std::io::Error::other("db.example: connection reset");
+    /// let error = SinkError::from_error("db.example", ErrorClass::Transient, io);
+    /// assert_eq!(error.to_string(), "db.example: connection reset");
+    /// ```
+    pub fn from_error(
+        sink: impl Into<String>,
+        class: ErrorClass,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        let sink = sink.into();
+        let text = error.to_string();
+        let message = text
+            .strip_prefix(sink.as_str())
+            .and_then(|rest| rest.strip_prefix(": "))
+            .map_or_else(|| text.clone(), str::to_owned);
+        Self::new(sink, class, message).with_source(error)
+    }
+
     /// Attaches the underlying error.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
@@ -218,4 +242,22 @@ pub trait CheckpointPublisher: Send + Sync {
         size: u64,
         note: &str,
     ) -> Result<(), SinkError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_names_its_sink_once_and_keeps_any_other_text() {
+        let error = |text: &str| std::io::Error::other(text.to_owned());
+        let named = SinkError::from_error("db", ErrorClass::Transient, error("db: reset"));
+        assert_eq!(named.message, "reset");
+        assert_eq!(named.to_string(), "db: reset");
+        assert!(std::error::Error::source(&named).is_some());
+        for other in ["other: text", "db2: text", "db:text", "db"] {
+            let kept = SinkError::from_error("db", ErrorClass::Permanent, error(other));
+            assert_eq!(kept.message, other);
+        }
+    }
 }

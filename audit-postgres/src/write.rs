@@ -471,7 +471,14 @@ async fn insert_records(
     let mut writer = std::pin::pin!(writer);
     for record in records {
         let seq = to_sql_seq(target, record.seq)?;
-        let columns = record.columns.clone().unwrap_or_else(|| columns_of(record));
+        let derived;
+        let columns = match &record.columns {
+            Some(columns) => columns,
+            None => {
+                derived = columns_of(record);
+                &derived
+            }
+        };
         let sig = record.sig.as_ref().map(|sig| sig.as_slice());
         writer
             .as_mut()

@@ -137,7 +137,7 @@ impl ArchiveError {
     /// This error as a sink error of `sink`, classified.
     pub fn into_sink_error(self, sink: &str) -> SinkError {
         let class = self.class();
-        SinkError::new(sink, class, self.to_string()).with_source(self)
+        SinkError::from_error(sink, class, self)
     }
 
     /// This error as a read error of `source`.

@@ -124,7 +124,10 @@ impl SqliteError {
     pub fn into_sink_error(self, describe: &str) -> SinkError {
         match self {
             Self::Sink(error) => error,
-            other => SinkError::new(describe, other.class(), other.to_string()).with_source(other),
+            other => {
+                let class = other.class();
+                SinkError::from_error(describe, class, other)
+            }
         }
     }
 }

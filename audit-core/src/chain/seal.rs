@@ -1,6 +1,7 @@
 //! Sealing events onto a chain head: seq, prev, record hash, signature.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -270,44 +271,33 @@ fn key_id_text(signer: &AuditSigner) -> SharedStr {
     SharedStr::from(signer.key_id().to_string())
 }
 
+/// Signs every record: in place for small batches or on one core, else
+/// with [`sign_streaming`]'s workers and nothing to write.
 fn sign_all(records: &mut [Record], signer: &AuditSigner) {
-    let key_id = &key_id_text(signer);
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if threads < 2 || records.len() < PARALLEL_SIGN_THRESHOLD {
+        let key_id = &key_id_text(signer);
         records
             .iter_mut()
             .for_each(|record| sign_record(record, signer, key_id));
         return;
     }
-    let chunk = records.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let mut chunks = records.chunks_mut(chunk);
-        let first = chunks.next();
-        for part in chunks {
-            scope.spawn(move || {
-                part.iter_mut()
-                    .for_each(|record| sign_record(record, signer, key_id))
-            });
-        }
-        if let Some(part) = first {
-            part.iter_mut()
-                .for_each(|record| sign_record(record, signer, key_id));
-        }
-    });
+    let Ok(()) = sign_streaming(records, signer, threads, &mut |_| Ok::<(), Infallible>(()));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn events(count: usize) -> Vec<AuditEvent> {
+        (0..count)
+            .map(|n| AuditEvent::new("t", "a", serde_json::json!(n)).unwrap())
+            .collect()
+    }
+
     fn unsigned_records(count: usize) -> Vec<Record> {
         let sealer = Sealer::new(ChainId::default(), None, SignMode::EveryRecord);
-        let events: Vec<AuditEvent> = (0..count)
-            .map(|n| AuditEvent::new("t", "a", serde_json::json!(n)))
-            .collect::<Result<_, _>>()
-            .unwrap_or_default();
-        assert_eq!(events.len(), count);
-        sealer.link_all(ChainHead::EMPTY, &events)
+        sealer.link_all(ChainHead::EMPTY, &events(count))
     }
 
     #[test]
@@ -331,12 +321,7 @@ mod tests {
     fn a_failed_write_stops_the_stream_with_its_error() {
         let signer = Arc::new(AuditSigner::generate());
         let sealer = Sealer::new(ChainId::default(), Some(signer), SignMode::EveryRecord);
-        let events: Vec<AuditEvent> = unsigned_records(3 * STREAM_CHUNK)
-            .iter()
-            .map(|record| AuditEvent::from_canonical(&record.event_json))
-            .collect::<Result<_, _>>()
-            .unwrap_or_default();
-        assert_eq!(events.len(), 3 * STREAM_CHUNK);
+        let events = events(3 * STREAM_CHUNK);
         let mut written = Vec::new();
         let result = sealer.seal_batch_streaming(ChainHead::EMPTY, &events, |chunk| {
             if !written.is_empty() {
